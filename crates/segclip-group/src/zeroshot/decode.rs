@@ -1,0 +1,181 @@
+//! Per-crop zero-shot decoding (`ViTSegInference.encode_decode`, spec section 4.5):
+//!
+//! ```text
+//! amap  = bilinear(soft (L, gh, gw) → (L, h, w))          align_corners = False
+//! group = argmax_L amap                                    pixel → center
+//! G     = s · normalize(region_emb) Tᵀ                      (L, K)
+//! a     = softmax_K(s · normalize(image_emb) Tᵀ)            image-level class probabilities
+//! F     = softmax_K(G with columns outside top-k(a) = −inf) ⊙ softmax_K(G)
+//! fg    = F[group]                                          (K, h, w)
+//! thr   = min(bg_thresh, max F);  bg = [max_K fg < thr]     strict <
+//! ```
+
+use super::resize::bilinear_chw;
+
+/// Options of the decode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeOptions {
+    /// Restrict classes to the image-level top-k (5).
+    pub topk: usize,
+    /// Background threshold; `None` turns background off (every pixel gets a class).
+    pub bg_thresh: Option<f32>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { topk: 5, bg_thresh: Some(0.8) }
+    }
+}
+
+/// Everything the decode of one crop computes.
+#[derive(Debug, Clone)]
+pub struct CropDecode {
+    pub centers: usize,
+    pub classes: usize,
+    pub size: (usize, usize),
+    /// Upsampled soft assignment (L, h, w).
+    pub amap: Vec<f32>,
+    /// Pixel → center (h, w).
+    pub group: Vec<u32>,
+    /// s · R̂ T̂ᵀ (L, K).
+    pub g: Vec<f32>,
+    /// Image-level class probabilities (K).
+    pub image_probs: Vec<f32>,
+    /// The top-k classes, best first.
+    pub topk: Vec<usize>,
+    /// Final center-to-class scores (L, K), zero outside the top-k.
+    pub f: Vec<f32>,
+    /// The threshold used (`None` without background).
+    pub thr: Option<f32>,
+    /// Per center: whether its pixels are background.
+    pub center_is_bg: Vec<bool>,
+}
+
+fn normalized(x: &[f32]) -> Vec<f32> {
+    let n = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    x.iter().map(|v| v / n).collect()
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Decode one crop. `soft` (L, gh, gw) row-major; `region_emb` (L, D); `image_emb` (D);
+/// `text` (K, D) already L2-normalised; `scale` = min(exp(logit_scale), 100); `size` the crop's
+/// (h, w) in pixels.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_crop(
+    soft: &[f32],
+    grid: (usize, usize),
+    region_emb: &[f32],
+    image_emb: &[f32],
+    text: &[f32],
+    scale: f32,
+    size: (usize, usize),
+    opts: &DecodeOptions,
+) -> CropDecode {
+    let d = image_emb.len();
+    let l = region_emb.len() / d;
+    let k = text.len() / d;
+    let (h, w) = size;
+    let amap = bilinear_chw(soft, (l, grid.0, grid.1), (h, w));
+    let mut group = vec![0u32; h * w];
+    for (p, gr) in group.iter_mut().enumerate() {
+        let mut best = 0;
+        for c in 1..l {
+            if amap[c * h * w + p] > amap[best * h * w + p] {
+                best = c;
+            }
+        }
+        *gr = best as u32;
+    }
+    let t_rows: Vec<&[f32]> = text.chunks(d).collect();
+    let mut g = vec![0f32; l * k];
+    for c in 0..l {
+        let r = normalized(&region_emb[c * d..(c + 1) * d]);
+        for (j, t) in t_rows.iter().enumerate() {
+            g[c * k + j] = scale * dot(&r, t);
+        }
+    }
+    let img = normalized(image_emb);
+    let image_probs = softmax(&t_rows.iter().map(|t| scale * dot(&img, t)).collect::<Vec<_>>());
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| image_probs[b].total_cmp(&image_probs[a]).then(a.cmp(&b)));
+    let topk: Vec<usize> = order[..opts.topk.min(k).max(1)].to_vec();
+    let mut f = vec![0f32; l * k];
+    for c in 0..l {
+        let row = &g[c * k..(c + 1) * k];
+        let pre = softmax(row);
+        let masked: Vec<f32> = (0..k).map(|j| if topk.contains(&j) { row[j] } else { f32::NEG_INFINITY }).collect();
+        let post = softmax(&masked);
+        for j in 0..k {
+            f[c * k + j] = post[j] * pre[j];
+        }
+    }
+    let max_f = f.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let thr = opts.bg_thresh.map(|t| t.min(max_f));
+    let center_is_bg = (0..l)
+        .map(|c| match thr {
+            Some(t) => f[c * k..(c + 1) * k].iter().cloned().fold(f32::NEG_INFINITY, f32::max) < t,
+            None => false,
+        })
+        .collect();
+    CropDecode { centers: l, classes: k, size, amap, group, g, image_probs, topk, f, thr, center_is_bg }
+}
+
+impl CropDecode {
+    /// Score of channel `ch` (0 = background, 1 + k = class k) at pixel index `p`.
+    #[inline]
+    pub fn logit(&self, ch: usize, p: usize) -> f32 {
+        let c = self.group[p] as usize;
+        if ch == 0 {
+            self.center_is_bg[c] as u8 as f32
+        } else {
+            self.f[c * self.classes + ch - 1]
+        }
+    }
+
+    /// The official logits (1 + K, h, w).
+    pub fn logits(&self) -> Vec<f32> {
+        let n = self.size.0 * self.size.1;
+        (0..=self.classes).flat_map(|ch| (0..n).map(move |p| self.logit(ch, p))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_checked_two_centers_two_classes() {
+        // 2 centers on a 1x2 grid: the left patch belongs to center 0, the right to center 1.
+        let soft = [0.9, 0.2, 0.1, 0.8];
+        // Center 0 points at class 0, center 1 at class 1; the image at class 0.
+        let region = [1.0, 0.0, 0.0, 1.0];
+        let image = [1.0, 0.2];
+        let text = [1.0, 0.0, 0.0, 1.0];
+        let opts = DecodeOptions { topk: 1, bg_thresh: Some(0.9) };
+        let dec = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 4), &opts);
+        assert_eq!(dec.group, vec![0, 0, 1, 1]);
+        assert_eq!(dec.topk, vec![0]);
+        // F[0] = [1 * softmax([10, 0])[0], 0]; F[1] = [1 * softmax([0, 10])[0], 0]
+        let p = 1.0 / (1.0 + (-10f32).exp());
+        assert!((dec.f[0] - p).abs() < 1e-6 && dec.f[1] == 0.0);
+        assert!((dec.f[2] - (1.0 - p)).abs() < 1e-6 && dec.f[3] == 0.0);
+        // thr = min(0.9, max F) = 0.9 > F[1, :] → center 1 is background, center 0 is not.
+        assert_eq!(dec.thr, Some(0.9));
+        assert_eq!(dec.center_is_bg, vec![false, true]);
+        let logits = dec.logits();
+        assert_eq!(&logits[0..4], &[0.0, 0.0, 1.0, 1.0]);
+        // Without background nothing is flagged.
+        let dec = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 4), &DecodeOptions { topk: 5, bg_thresh: None });
+        assert!(dec.center_is_bg.iter().all(|b| !b));
+    }
+}
