@@ -18,4 +18,6 @@ pub use segclip_losses as losses;
 pub use segclip_train as train;
 pub use segclip_vit as vit;
 
+pub mod io;
 pub mod parity;
+pub mod pipeline;

@@ -60,3 +60,13 @@ fn key_lists_match_the_official_state_dict() {
         assert_eq!(a, b, "{set}");
     }
 }
+
+/// The configuration read off a checkpoint's shapes is the parity config.
+#[test]
+fn config_is_inferred_from_checkpoint_shapes() {
+    for set in ["small", "full"] {
+        let cfg = SegClipConfig::from_file(&fixture(set).join("config.json")).unwrap();
+        let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(SegClipConfig::infer(&sd).unwrap(), cfg, "{set}");
+    }
+}

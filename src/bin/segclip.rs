@@ -22,6 +22,8 @@ enum Command {
         /// Folder with config.json and inference/text/decode .safetensors.
         dir: PathBuf,
     },
+    /// Segment an image into any list of classes.
+    Segment(SegmentArgs),
     /// Print the CLIP token ids of a text.
     Tokenize {
         text: String,
@@ -31,8 +33,93 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+#[derive(clap::Args)]
+struct SegmentArgs {
+    /// The image (PNG, JPEG, GIF, BMP, TIFF, WebP, PNM).
+    #[arg(long)]
+    image: PathBuf,
+    /// Classes separated by commas; synonyms of one class by `|` ("cat,dog,sofa|couch").
+    #[arg(long)]
+    classes: Option<String>,
+    /// A file with one class a line (synonyms separated by commas).
+    #[arg(long, conflicts_with = "classes")]
+    classes_file: Option<PathBuf>,
+    /// SegCLIP weights: a .bin/.pth/.safetensors path or a Hugging Face hub id (owner/repo[/file]).
+    #[arg(long)]
+    weights: Option<String>,
+    /// Output folder for <stem>.labels.png, <stem>.overlay.png and <stem>.json.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Background threshold (VOC 0.80, Context 0.25, COCO 0.65).
+    #[arg(long, default_value_t = 0.8)]
+    bg_thresh: f32,
+    /// Give every pixel a class: no background.
+    #[arg(long)]
+    no_background: bool,
+    /// Prompt templates: `simple` ("a photo of a {}.") or `full` (CLIP's 80).
+    #[arg(long, default_value = "simple", value_parser = ["simple", "full"])]
+    templates: String,
+    /// Keep the image-level top-k classes per crop.
+    #[arg(long, default_value_t = 5)]
+    topk: usize,
+    /// Sliding-window crop and stride, in pixels of the rescaled image.
+    #[arg(long, default_value_t = 224)]
+    crop: usize,
+    #[arg(long, default_value_t = 224)]
+    stride: usize,
+    /// Short side the image is rescaled to.
+    #[arg(long, default_value_t = 224)]
+    short_side: usize,
+    /// Refuse images with more pixels than this.
+    #[arg(long, default_value_t = segclip::io::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Write the intermediate tensors of the first crop (parity names) to this safetensors file.
+    #[arg(long)]
+    dump_tensors: Option<PathBuf>,
+}
+
+/// Run `segment`: shared by the command and `examples/zero_shot.rs`.
+fn run_segment(a: SegmentArgs) -> Result<()> {
+    use segclip::pipeline::{read_classes, Segmenter};
+    let classes = read_classes(a.classes.as_deref(), a.classes_file.as_deref())?;
+    let weights = a.weights.ok_or_else(segclip::pipeline::no_weights_error)?;
+    let device = candle_core::Device::Cpu;
+    let mut seg = Segmenter::load(&weights, &device)?;
+    seg.templates = if a.templates == "full" { segclip::group::zeroshot::Templates::Full } else { Default::default() };
+    seg.options.crop = a.crop;
+    seg.options.stride = a.stride;
+    seg.options.short_side = a.short_side;
+    seg.options.decode.topk = a.topk;
+    seg.options.decode.bg_thresh = if a.no_background { None } else { Some(a.bg_thresh) };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})").unwrap().progress_chars("=> "),
+    );
+    bar.set_message(a.image.display().to_string());
+    let (s, out) = seg.segment_file(&a.image, &classes, &a.out, a.max_pixels, a.dump_tensors.as_deref(), &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let fr = s.fractions();
+    println!("{}x{} -> {} crop(s) at {}x{}", s.width, s.height, s.windows.len(), s.model_size.1, s.model_size.0);
+    let mut names = vec!["background".to_string()];
+    names.extend(classes.names());
+    for (i, f) in fr.iter().enumerate() {
+        if *f > 0.0 {
+            println!("{:>3} {:<24} {:>6.2}%", i, names[i], f * 100.0);
+        }
+    }
+    println!("wrote {}, {}, {}", out.labels.display(), out.overlay.display(), out.json.display());
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        segclip::pipeline::exit_with(e);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Parity { dir } => {
             let report = segclip::parity::run(&dir)?;
@@ -41,6 +128,7 @@ fn main() -> Result<()> {
                 anyhow::bail!("parity failed for {}", dir.display());
             }
         }
+        Command::Segment(a) => run_segment(a)?,
         Command::Tokenize { text, context } => {
             let tok = segclip::vit::Tokenizer::new(context)?;
             let e = tok.encode(&text)?;

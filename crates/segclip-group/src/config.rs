@@ -284,3 +284,94 @@ fn block_keys(v: &mut Vec<KeySpec>, p: &str, w: usize) {
     push(v, format!("{p}.ln_2.weight"), &[w]);
     push(v, format!("{p}.ln_2.bias"), &[w]);
 }
+
+impl SegClipConfig {
+    /// Read the configuration off a checkpoint's shapes, as the official code builds its model
+    /// from the CLIP state dict: widths, patch and grid from the stem, block counts from the keys,
+    /// heads = width / 64 (CLIP's rule), K/V conv groups from `k_conv`, centers from
+    /// `semantic_center`. The Gumbel temperature and decoder heads are the official constants.
+    pub fn infer(sd: &segclip_vit::StateDict) -> Result<Self> {
+        let get = |k: &str| -> Result<Vec<usize>> {
+            sd.tensors.get(k).map(|t| t.dims().to_vec()).ok_or_else(|| {
+                Error::Config(if k.contains("semantic_layer2") {
+                    format!(
+                        "{} has no semantic group module (`{k}`): it is a plain CLIP model, not SegCLIP; \
+                         segment with a SegCLIP checkpoint (segclip.bin) or train one from it with `segclip train`",
+                        sd.source
+                    )
+                } else {
+                    format!("{} lacks `{k}`, so it is not a SegCLIP checkpoint", sd.source)
+                })
+            })
+        };
+        let count = |prefix: &str| -> usize {
+            (0..).take_while(|i| sd.tensors.contains_key(&format!("{prefix}.{i}.ln_1.weight"))).count()
+        };
+        let dims2 = |k: &str| -> Result<(usize, usize)> {
+            match get(k)?.as_slice() {
+                [a, b] => Ok((*a, *b)),
+                s => Err(Error::Config(format!("`{k}` in {} has shape {s:?}, expected 2 dimensions", sd.source))),
+            }
+        };
+        get("clip.visual.transformer.semantic_layer2.semantic_center")?;
+        let conv = get("clip.visual.conv1.weight")?;
+        let [c, 3, p, p2] = conv.as_slice() else {
+            return Err(Error::Config(format!("`clip.visual.conv1.weight` in {} has shape {conv:?}, expected (C, 3, p, p)", sd.source)));
+        };
+        let (c, p) = (*c, *p);
+        if p != *p2 {
+            return Err(Error::Config(format!("non-square patches {p}x{p2} are not supported")));
+        }
+        let (rows, _) = dims2("clip.visual.positional_embedding")?;
+        let grid = ((rows.saturating_sub(1)) as f64).sqrt().round() as usize;
+        if grid * grid + 1 != rows {
+            return Err(Error::Config(format!("a visual positional table of {rows} rows is not a square grid plus CLS")));
+        }
+        let (context, t) = dims2("clip.positional_embedding")?;
+        let (vocab, _) = dims2("clip.token_embedding.weight")?;
+        let (_, d) = dims2("clip.text_projection")?;
+        let (l, _) = dims2("clip.visual.transformer.semantic_layer2.semantic_center")?;
+        let kc = get("clip.visual.transformer.semantic_layer2.k_conv.weight")?;
+        let groups = c / kc.get(1).copied().filter(|&v| v > 0).unwrap_or(c);
+        let decoder_dim = sd.tensors.get("vis_mae_decoder.decoder_embed.weight").map(|t| t.dims()[0]).unwrap_or(c / 2);
+        let heads = |w: usize| (w / 64).max(1);
+        let cfg = Self {
+            vision: VisionConfig { image_size: grid * p, patch_size: p, width: c, heads: heads(c), ln_eps: 1e-5 },
+            text: TextConfig {
+                vocab_size: vocab,
+                context_length: context,
+                width: t,
+                layers: count("clip.transformer.resblocks"),
+                heads: heads(t),
+                embed_dim: d,
+                ln_eps: 1e-5,
+            },
+            embed_dim: d,
+            layers0: count("clip.visual.transformer.layers0"),
+            layers2: count("clip.visual.transformer.layers2"),
+            // Inference checkpoints may omit the training-only MAE branch: keep the official 2.
+            layers_mae2: match count("clip.visual.transformer.layers_mae2") {
+                0 => 2,
+                n => n,
+            },
+            group: GroupConfig {
+                num_centers: l,
+                cross_layers: (0..)
+                    .take_while(|i| sd.tensors.contains_key(&format!("clip.visual.transformer.semantic_layer2.cross_att.{i}.ln_x.weight")))
+                    .count(),
+                cross_heads: heads(c),
+                conv_groups: groups,
+                gumbel_tau: 0.9,
+            },
+            decoder: DecoderConfig {
+                dim: decoder_dim,
+                depth: (0..).take_while(|i| sd.tensors.contains_key(&format!("vis_mae_decoder.decoder_blocks.{i}.norm1.weight"))).count().max(1),
+                heads: 8,
+                ln_eps: 1e-6,
+            },
+            logit_scale_max: 100.0,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

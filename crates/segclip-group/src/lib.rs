@@ -10,9 +10,8 @@
 //!
 //! ```no_run
 //! # fn main() -> segclip_group::Result<()> {
-//! use segclip_group::{zeroshot::*, SegClip, SegClipConfig};
-//! let cfg = SegClipConfig::vit_b16();
-//! let model = SegClip::load("segclip.bin", &cfg, &candle_core::Device::Cpu)?;
+//! use segclip_group::{zeroshot::*, SegClip};
+//! let model = SegClip::load("segclip.bin", &candle_core::Device::Cpu)?;
 //! let mut clf = TextClassifier::new(77)?;
 //! let text = clf.classify(&model.text, &ClassList::parse_arg("cat,dog")?, Templates::Simple)?;
 //! let image = RgbImage::new(2, 1, vec![0; 6])?;

@@ -143,10 +143,12 @@ impl SegClip {
         Self::new(sd.var_builder(device), cfg)
     }
 
-    /// Load a checkpoint from a path or hub id.
-    pub fn load(spec: &str, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
-        let sd = StateDict::load(spec, cfg.layers0, device)?;
-        Self::from_state_dict(&sd, cfg, device)
+    /// Load a checkpoint from a path or hub id; the configuration is read off its shapes
+    /// ([`SegClipConfig::infer`]).
+    pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        let sd = StateDict::load(spec, 10, device)?;
+        let cfg = SegClipConfig::infer(&sd)?;
+        Self::from_state_dict(&sd, &cfg, device)
     }
 
     pub fn config(&self) -> &SegClipConfig {

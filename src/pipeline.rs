@@ -1,0 +1,176 @@
+//! `segclip segment` as a library call: load a model once, segment images into any classes,
+//! write the label PNG, the overlay and the JSON summary.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use segclip_group::zeroshot::{segment, ClassList, RgbImage, SegmentOptions, Segmentation, Templates, TextClassifier};
+use segclip_group::SegClip;
+use segclip_vit::Trace;
+use serde::Serialize;
+
+use crate::io;
+
+/// Where the published SegCLIP checkpoint lives (README of the official code).
+pub const SEGCLIP_CHECKPOINT_URL: &str = "https://github.com/ArrowLuo/SegCLIP/releases/download/checkpoint_v0/segclip.bin";
+
+/// A loaded model with its prompt cache.
+pub struct Segmenter {
+    pub model: SegClip,
+    pub classifier: TextClassifier,
+    pub options: SegmentOptions,
+    pub templates: Templates,
+    pub weights: String,
+}
+
+/// The files one segmentation wrote.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub labels: PathBuf,
+    pub overlay: PathBuf,
+    pub json: PathBuf,
+}
+
+#[derive(Serialize)]
+struct ClassShare {
+    label: usize,
+    name: String,
+    synonyms: Vec<String>,
+    fraction: f64,
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    image: String,
+    width: usize,
+    height: usize,
+    weights: &'a str,
+    model_input: [usize; 2],
+    crops: usize,
+    background_threshold: Option<f32>,
+    templates: &'static str,
+    classes: Vec<ClassShare>,
+    timings_ms: serde_json::Value,
+}
+
+impl Segmenter {
+    /// Load weights from a path or hub id. Without weights, say where to get them.
+    pub fn load(weights: &str, device: &Device) -> Result<Self> {
+        let model = SegClip::load(weights, device).with_context(|| format!("loading weights `{weights}`"))?;
+        Ok(Self {
+            classifier: TextClassifier::new(model.config().text.context_length)?,
+            model,
+            options: SegmentOptions::default(),
+            templates: Templates::Simple,
+            weights: weights.to_string(),
+        })
+    }
+
+    /// Segment one image into `classes`; `trace` receives the parity-named intermediates of the
+    /// first crop.
+    pub fn segment(
+        &mut self,
+        image: &RgbImage,
+        classes: &ClassList,
+        trace: Option<&mut Trace>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Segmentation, f64)> {
+        let t0 = Instant::now();
+        let text = self.classifier.classify(&self.model.text, classes, self.templates)?;
+        let text_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let seg = segment(&self.model, image, &text, &self.options, trace, progress)?;
+        Ok((seg, text_ms))
+    }
+
+    /// Read `image_path`, segment it and write `<stem>.labels.png`, `<stem>.overlay.png` and
+    /// `<stem>.json` into `out_dir`.
+    pub fn segment_file(
+        &mut self,
+        image_path: &Path,
+        classes: &ClassList,
+        out_dir: &Path,
+        max_pixels: u64,
+        dump_tensors: Option<&Path>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Segmentation, Outputs)> {
+        let t0 = Instant::now();
+        let image = io::read_image(image_path, max_pixels)?;
+        let read_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut trace = Trace::default();
+        let (seg, text_ms) = self.segment(&image, classes, dump_tensors.map(|_| &mut trace), progress)?;
+        let stem = image_path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let outputs = Outputs {
+            labels: out_dir.join(format!("{stem}.labels.png")),
+            overlay: out_dir.join(format!("{stem}.overlay.png")),
+            json: out_dir.join(format!("{stem}.json")),
+        };
+        let t1 = Instant::now();
+        let mut names = vec![if self.options.decode.bg_thresh.is_some() { "background".to_string() } else { "(none)".to_string() }];
+        names.extend(classes.names());
+        io::write_label_png(&outputs.labels, &seg)?;
+        io::write_overlay_png(&outputs.overlay, &image, &seg, &names)?;
+        let write_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let fr = seg.fractions();
+        let mut shares = Vec::new();
+        if self.options.decode.bg_thresh.is_some() {
+            shares.push(ClassShare { label: 0, name: "background".into(), synonyms: vec![], fraction: fr[0] });
+        }
+        for (k, c) in classes.classes.iter().enumerate() {
+            shares.push(ClassShare { label: k + 1, name: c.name().into(), synonyms: c.synonyms.clone(), fraction: fr[k + 1] });
+        }
+        let t = &seg.timings;
+        let summary = Summary {
+            image: image_path.display().to_string(),
+            width: seg.width,
+            height: seg.height,
+            weights: &self.weights,
+            model_input: [seg.model_size.1, seg.model_size.0],
+            crops: seg.windows.len(),
+            background_threshold: self.options.decode.bg_thresh,
+            templates: match self.templates {
+                Templates::Simple => "simple",
+                Templates::Full => "full",
+            },
+            classes: shares,
+            timings_ms: serde_json::json!({
+                "read": read_ms, "text": text_ms, "preprocess": t.preprocess_ms, "visual": t.visual_ms,
+                "decode": t.decode_ms, "postprocess": t.postprocess_ms, "write_images": write_ms,
+            }),
+        };
+        let json = serde_json::to_string_pretty(&summary)?;
+        io::write_atomic(&outputs.json, |w| w.write_all(json.as_bytes()).map_err(|e| e.to_string()))?;
+        if let Some(path) = dump_tensors {
+            let map: std::collections::HashMap<String, candle_core::Tensor> = trace.tensors.into_iter().collect();
+            let tmp = path.with_extension("safetensors.tmp");
+            candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok((seg, outputs))
+    }
+}
+
+/// The class list of `--classes` or `--classes-file`.
+pub fn read_classes(list: Option<&str>, file: Option<&Path>) -> Result<ClassList> {
+    Ok(match (list, file) {
+        (Some(_), Some(_)) => anyhow::bail!("give either --classes or --classes-file, not both"),
+        (Some(s), None) => ClassList::parse_arg(s)?,
+        (None, Some(f)) => ClassList::parse_file(&std::fs::read_to_string(f).with_context(|| format!("reading the class file {}", f.display()))?)?,
+        (None, None) => anyhow::bail!("no classes: pass --classes \"cat,dog,sofa\" or --classes-file classes.txt"),
+    })
+}
+
+/// The error for a run without weights.
+pub fn no_weights_error() -> anyhow::Error {
+    anyhow::anyhow!(
+        "no weights given: name a SegCLIP checkpoint (`--weights` of `segclip segment`), e.g. the official segclip.bin \
+         ({SEGCLIP_CHECKPOINT_URL}), a .safetensors file, or a Hugging Face hub id (owner/repo[/file])"
+    )
+}
+
+/// Print an error chain for a person (no backtrace) and exit with status 1.
+pub fn exit_with(err: anyhow::Error) -> ! {
+    eprintln!("error: {err:#}");
+    std::process::exit(1)
+}
