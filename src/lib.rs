@@ -18,6 +18,7 @@ pub use segclip_losses as losses;
 pub use segclip_train as train;
 pub use segclip_vit as vit;
 
+pub mod bench;
 pub mod io;
 pub mod parity;
 pub mod pipeline;

@@ -24,6 +24,19 @@ enum Command {
     },
     /// Segment an image into any list of classes.
     Segment(SegmentArgs),
+    /// Time the SegCLIP ViT-B/16 visual forward (seeded weights) and print JSON.
+    Bench {
+        /// Crop side in pixels.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Crops per forward.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+    },
     /// Print the CLIP token ids of a text.
     Tokenize {
         text: String,
@@ -129,6 +142,21 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Segment(a) => run_segment(a)?,
+        Command::Bench { size, batch, iters, warmup } => {
+            let dev = candle_core::Device::Cpu;
+            let model = segclip::bench::seeded_vit_b16(&dev)?;
+            let x = segclip::bench::pixels(batch, size, &dev)?;
+            let t = segclip::bench::time_ms(warmup, iters.max(1), || {
+                let out = model.visual.forward(&x, None, None)?;
+                out.image_emb.to_vec2::<f32>()?;
+                Ok(())
+            })?;
+            println!(
+                "{}",
+                serde_json::json!({"size": size, "batch": batch, "median_ms": t[t.len() / 2], "min_ms": t[0],
+                    "times_ms": t, "peak_rss_mib": segclip::bench::peak_rss_mib()})
+            );
+        }
         Command::Tokenize { text, context } => {
             let tok = segclip::vit::Tokenizer::new(context)?;
             let e = tok.encode(&text)?;

@@ -18,7 +18,8 @@
 //! In training the hard assignment is straight-through: `Hard − stopgrad(y) + y`.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+use segclip_vit::linear::Linear;
 use segclip_vit::block::{ln, quick_gelu, Mlp};
 use segclip_vit::{MultiHeadAttention, Trace};
 
@@ -135,8 +136,8 @@ impl SemanticGroup {
             v_conv: GroupedLinear::new(vb.pp("v_conv"), width, cfg.conv_groups)?,
             proj_o: ProjO {
                 ln: ln(vb.pp("proj_o.ln"), width, eps)?,
-                fc1: linear(width, 4 * width, vb.pp("proj_o.mlp.fc1"))?,
-                fc2: linear(4 * width, width, vb.pp("proj_o.mlp.fc2"))?,
+                fc1: Linear::load(vb.pp("proj_o.mlp.fc1"), width, 4 * width)?,
+                fc2: Linear::load(vb.pp("proj_o.mlp.fc2"), 4 * width, width)?,
             },
             cfg: cfg.clone(),
         })

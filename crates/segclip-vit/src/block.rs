@@ -10,32 +10,41 @@
 //! semantic group module uses.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, LayerNormConfig, VarBuilder};
 
+pub use crate::activation::quick_gelu;
+use crate::linear::Linear;
 use crate::Result;
 
-/// `x * sigmoid(1.702 x)`, the activation of every CLIP MLP.
-pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
-}
-
-/// Above this many attention scores per call, attention runs one batch element at a time, so its
-/// memory stays bounded whatever the batch (8 crops at 448 px would otherwise hold
-/// 8·12·784² scores and their softmax at once).
+/// Above this many attention scores per call, the composite (autograd) path runs one batch
+/// element at a time, so its memory stays bounded whatever the batch (8 crops at 448 px would
+/// otherwise hold 8·12·784² scores and their softmax at once).
 const MAX_SCORES_PER_CHUNK: usize = 1 << 24;
 
-/// `softmax(q kᵀ · scale + mask) v` for q (B, H, Nq, d), k and v (B, H, Nk, d).
+/// `softmax(q kᵀ / √d + mask) v` for q (B, H, Nq, d), k and v (B, H, Nk, d); `mask` (Nq, Nk)
+/// is additive.
+///
+/// Without gradients on CPU this is one fused kernel per (batch, head), in parallel: two
+/// single-threaded GEMMs and a vectorised softmax on a per-task (Nq, Nk) buffer, so memory is
+/// bounded by one score matrix per thread. Otherwise (training, other devices) it is the
+/// composite of tensor ops.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (b, h, nq, d) = q.dims4()?;
     let nk = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
+    let fused = q.device().is_cpu()
+        && [q, k, v].iter().all(|t| t.dtype() == candle_core::DType::F32 && !t.track_op())
+        && mask.is_none_or(|m| !m.track_op());
+    if fused {
+        return attention_cpu(q, k, v, mask, scale as f32);
+    }
     let one = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
         let q = (q * scale)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let p = crate::activation::softmax_last_dim(&scores)?;
         Ok(p.matmul(v)?)
     };
     if b <= 1 || b * h * nq * nk <= MAX_SCORES_PER_CHUNK {
@@ -47,11 +56,47 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     Ok(Tensor::cat(&outs, 0)?)
 }
 
+fn attention_cpu(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, h, nq, d) = q.dims4()?;
+    let nk = k.dim(2)?;
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
+    let (qv, kv, vv) = (flat(q)?, flat(k)?, flat(v)?);
+    let mv = mask.map(|m| m.broadcast_as((nq, nk)).and_then(|m| m.contiguous())).transpose()?.map(|m| flat(&m)).transpose()?;
+    let mut out = vec![0f32; b * h * nq * d];
+    out.par_chunks_mut(nq * d).enumerate().for_each(|(i, o)| {
+        let (qi, ki, vi) = (&qv[i * nq * d..], &kv[i * nk * d..], &vv[i * nk * d..]);
+        let mut s = vec![0f32; nq * nk];
+        // SAFETY: every pointer addresses a live buffer of the stated row-major extent:
+        // s (nq, nk), q_i (nq, d), k_i read as kᵀ (d, nk), v_i (nk, d), o (nq, d).
+        unsafe {
+            gemm::gemm(
+                nq, nk, d, s.as_mut_ptr(), 1, nk as isize, false, qi.as_ptr(), 1, d as isize, ki.as_ptr(), d as isize, 1,
+                0.0, scale, false, false, false, gemm::Parallelism::None,
+            );
+        }
+        for (r, row) in s.chunks_mut(nk).enumerate() {
+            if let Some(m) = &mv {
+                row.iter_mut().zip(&m[r * nk..(r + 1) * nk]).for_each(|(x, a)| *x += a);
+            }
+            crate::fastmath::softmax_row(row);
+        }
+        // SAFETY: as above.
+        unsafe {
+            gemm::gemm(
+                nq, d, nk, o.as_mut_ptr(), 1, d as isize, false, s.as_ptr(), 1, nk as isize, vi.as_ptr(), 1, d as isize,
+                0.0, 1.0, false, false, false, gemm::Parallelism::None,
+            );
+        }
+    });
+    Ok(Tensor::from_vec(out, (b, h, nq, d), q.device())?)
+}
+
 /// `nn.MultiheadAttention` with the packed `in_proj_weight` (3C, C), rows `[q; k; v]`.
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
-    in_proj_weight: Tensor,
-    in_proj_bias: Tensor,
+    /// The packed `[q; k; v]` projection, (3C, C) as stored.
+    in_proj: Linear,
     out_proj: Linear,
     heads: usize,
     width: usize,
@@ -71,9 +116,8 @@ impl MultiHeadAttention {
             return Err(crate::Error::Config(format!("width {width} is not divisible by {heads} heads")));
         }
         Ok(Self {
-            in_proj_weight: vb.get((3 * width, width), "in_proj_weight")?,
-            in_proj_bias: vb.get(3 * width, "in_proj_bias")?,
-            out_proj: linear(width, width, vb.pp("out_proj"))?,
+            in_proj: Linear::new(vb.get((3 * width, width), "in_proj_weight")?, Some(vb.get(3 * width, "in_proj_bias")?))?,
+            out_proj: Linear::load(vb.pp("out_proj"), width, width)?,
             heads,
             width,
         })
@@ -85,18 +129,12 @@ impl MultiHeadAttention {
         Ok(x.reshape((b, n, self.heads, self.width / self.heads))?.transpose(1, 2)?.contiguous()?)
     }
 
-    fn project(&self, x: &Tensor, part: usize) -> Result<Tensor> {
-        let c = self.width;
-        let w = self.in_proj_weight.narrow(0, part * c, c)?;
-        let bias = self.in_proj_bias.narrow(0, part * c, c)?;
-        Ok(x.broadcast_matmul(&w.t()?)?.broadcast_add(&bias)?)
-    }
 
     /// The heads' queries, keys and values for self-attention over `x` (B, N, C): what
     /// training-free modes read from the last block.
     pub fn qkv(&self, x: &Tensor) -> Result<Qkv> {
         let (b, n, c) = x.dims3()?;
-        let packed = x.broadcast_matmul(&self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?;
+        let packed = self.in_proj.forward(x)?;
         let packed = packed.reshape((b, n, 3, self.heads, c / self.heads))?.permute((2, 0, 3, 1, 4))?;
         Ok(Qkv {
             q: packed.get(0)?.contiguous()?,
@@ -118,9 +156,11 @@ impl MultiHeadAttention {
 
     /// Attention of `queries` (B, Nq, C) over `kv` (B, Nk, C), per sample (no batch mixing).
     pub fn forward_cross(&self, queries: &Tensor, kv: &Tensor) -> Result<Tensor> {
-        let q = self.split_heads(&self.project(queries, 0)?)?;
-        let k = self.split_heads(&self.project(kv, 1)?)?;
-        let v = self.split_heads(&self.project(kv, 2)?)?;
+        let c = self.width;
+        let q = self.split_heads(&self.in_proj.forward_rows(queries, 0, c)?)?;
+        let kv = self.in_proj.forward_rows(kv, c, 2 * c)?;
+        let k = self.split_heads(&kv.narrow(2, 0, c)?)?;
+        let v = self.split_heads(&kv.narrow(2, c, c)?)?;
         self.merge_heads(&attention(&q, &k, &v, None)?)
     }
 }
@@ -134,7 +174,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(vb: VarBuilder, width: usize) -> Result<Self> {
-        Ok(Self { c_fc: linear(width, 4 * width, vb.pp("c_fc"))?, c_proj: linear(4 * width, width, vb.pp("c_proj"))? })
+        Ok(Self { c_fc: Linear::load(vb.pp("c_fc"), width, 4 * width)?, c_proj: Linear::load(vb.pp("c_proj"), 4 * width, width)? })
     }
 }
 
@@ -185,4 +225,27 @@ pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
     let mask: Vec<f32> =
         (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Ok(Tensor::from_vec(mask, (t, t), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_attention_matches_the_composite() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1., (2, 3, 5, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (2, 3, 7, 4), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1., (2, 3, 7, 4), &dev).unwrap();
+        let mask = causal_mask(7, &dev).unwrap().narrow(0, 2, 5).unwrap();
+        for m in [None, Some(&mask)] {
+            let fused = attention(&q, &k, &v, m).unwrap();
+            // A Var input takes the composite path.
+            let qv = Var::from_tensor(&q).unwrap();
+            let comp = attention(qv.as_tensor(), &k, &v, m).unwrap();
+            let diff = (fused - comp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{diff}");
+        }
+    }
 }

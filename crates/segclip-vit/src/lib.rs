@@ -14,10 +14,13 @@
 //!
 //! The SegCLIP visual path (blocks, group module, max-pool) is assembled in `segclip-group`.
 
+pub mod activation;
 pub mod block;
+pub mod fastmath;
 mod config;
 mod error;
 pub mod interpolate;
+pub mod linear;
 pub mod seeded;
 pub mod text;
 pub mod tokenizer;

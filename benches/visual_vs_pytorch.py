@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Time SegCLIP's ViT-B/16 visual forward in this Rust code and in a PyTorch eager model of the
+same dimensions, in one run, and print the ratio.
+
+The PyTorch model is written here from the spec (shared/docs/segclip-spec.md, sections 1.2-1.4):
+patch conv, ln_pre, 10 CLIP blocks on the patches, the semantic group module (2 cross-attention
+blocks, grouped 1x1 K/V convs, argmax assignment, mean aggregation, proj_o), 2 blocks on the 8
+region tokens, max-pool, ln_post, proj. Random weights: speed does not depend on them.
+
+Usage (after `cargo build --release`):
+    python3 benches/visual_vs_pytorch.py [--threads 2] [--iters 5]
+Needs `pip install torch`. Peak RSS of each Rust configuration is measured in its own process.
+"""
+import argparse, json, os, statistics, subprocess, sys, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+C, HEADS, D, L = 768, 12, 512, 8
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Block(nn.Module):
+    def __init__(self, w, heads):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w)
+        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), QuickGELU(), nn.Linear(4 * w, w))
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class CrossBlock(nn.Module):
+    def __init__(self, w, heads):
+        super().__init__()
+        self.ln_x, self.ln_k, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w), nn.LayerNorm(w)
+        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), QuickGELU(), nn.Linear(4 * w, w))
+
+    def forward(self, q, kv):
+        kv = self.ln_k(kv)
+        q = q + self.attn(self.ln_x(q), kv, kv, need_weights=False)[0]
+        return q + self.mlp(self.ln_2(q))
+
+
+class Group(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.center = nn.Parameter(torch.randn(L, C) * 0.02)
+        self.norm, self.cross_ln, self.k_ln = nn.LayerNorm(C), nn.LayerNorm(C), nn.LayerNorm(C)
+        self.cross = nn.ModuleList([CrossBlock(C, HEADS) for _ in range(2)])
+        self.k_conv = nn.Conv1d(C, C, 1, groups=12, bias=False)
+        self.v_conv = nn.Conv1d(C, C, 1, groups=12, bias=False)
+        self.proj_o = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C), QuickGELU())
+
+    def forward(self, p):
+        b = p.shape[0]
+        pn = self.norm(p)
+        q = self.center.unsqueeze(0).expand(b, -1, -1)
+        for blk in self.cross:
+            q = blk(q, torch.cat([q, p], 1))
+        q = self.cross_ln(q)
+        k = self.k_ln(self.k_conv(pn.transpose(1, 2)).transpose(1, 2))
+        v = self.v_conv(pn.transpose(1, 2)).transpose(1, 2)
+        a = q @ k.transpose(1, 2)
+        soft = a.softmax(1)
+        hard = F.one_hot(soft.argmax(1), L).transpose(1, 2).float()
+        s = hard @ v / hard.sum(-1, keepdim=True).clamp(min=1)
+        return self.proj_o(q + s), soft
+
+
+class SegClipVisual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, C, 16, 16, bias=False)
+        self.pos = nn.Parameter(torch.randn(196, C) * 0.02)
+        self.ln_pre, self.ln_post = nn.LayerNorm(C), nn.LayerNorm(C)
+        self.layers0 = nn.Sequential(*[Block(C, HEADS) for _ in range(10)])
+        self.group = Group()
+        self.layers2 = nn.Sequential(*[Block(C, HEADS) for _ in range(2)])
+        self.proj = nn.Parameter(torch.randn(C, D) * C ** -0.5)
+
+    def forward(self, img):
+        x = self.conv1(img).flatten(2).transpose(1, 2)
+        g = int(x.shape[1] ** 0.5)
+        pos = self.pos
+        if g != 14:
+            pos = F.interpolate(pos.reshape(1, 14, 14, C).permute(0, 3, 1, 2), size=(g, g), mode="bicubic",
+                                align_corners=False).permute(0, 2, 3, 1).reshape(-1, C)
+        x = self.layers0(self.ln_pre(x + pos))
+        r, soft = self.group(x)
+        r = self.layers2(r)
+        h = self.ln_post(torch.cat([r.max(1, keepdim=True)[0], r], 1)) @ self.proj
+        return h[:, 0], h[:, 1:], soft
+
+
+def torch_time(model, batch, size, warmup, iters):
+    x = torch.randn(batch, 3, size, size)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        ts = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            model(x)
+            ts.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ts)
+
+
+def rust_time(binary, batch, size, warmup, iters):
+    cmd = ["/usr/bin/time", "-f", "%M", binary, "bench", "--size", str(size), "--batch", str(batch),
+           "--iters", str(iters), "--warmup", str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["peak_rss_mib_time"] = int(out.stderr.strip().splitlines()[-1]) / 1024
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--configs", default="1x224,8x224,1x448,8x448")
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "segclip"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = SegClipVisual().eval()
+    print(f"torch {torch.__version__}, {a.threads} threads; median of {a.iters}")
+    print(f"{'config':>8} {'rust ms':>10} {'torch ms':>10} {'ratio':>7} {'rust peak RSS':>14}")
+    for cfg in a.configs.split(","):
+        batch, size = map(int, cfg.split("x"))
+        iters = a.iters if batch * size * size <= 224 * 224 * 8 else max(2, a.iters // 2)
+        r = rust_time(a.binary, batch, size, 1, iters)
+        t = torch_time(model, batch, size, 1, iters)
+        print(f"{cfg:>8} {r['median_ms']:>10.1f} {t:>10.1f} {r['median_ms'] / t:>7.2f} {r['peak_rss_mib_time']:>11.0f} MiB",
+              flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+//! A linear layer whose inference weights are stored transposed.
+//!
+//! `x Wᵀ + b` with `W` (out, in). On CPU the matmul is fastest with a contiguous (in, out)
+//! right-hand side (the transposed view costs up to 1.6× on the 3072-wide MLP projection), so a
+//! fixed (non-`Var`) weight is transposed once when the layer is built and only that copy is
+//! kept. A trainable weight (`Var`) is used through the transposed view, so the layer always sees
+//! its current value and gradients flow to it.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::Result;
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// A trainable weight, (out, in).
+    Var(Tensor),
+    /// A fixed weight, transposed to (in, out) and contiguous.
+    Fixed(Tensor),
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Weight,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// From a weight (out, in) and an optional bias (out).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = if weight.is_variable() { Weight::Var(weight) } else { Weight::Fixed(weight.t()?.contiguous()?) };
+        Ok(Self { weight, bias })
+    }
+
+    /// `weight` (out, in) and `bias` (out) under `vb`.
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Self::new(vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
+    }
+
+    /// The weight as (in, out): the right-hand side of `x @ Wᵀ`.
+    pub fn weight_t(&self) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Var(w) => w.t()?,
+            Weight::Fixed(wt) => wt.clone(),
+        })
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Rows `[start, start + len)` of the output only (a slice of the packed q/k/v projection).
+    pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        let wt = self.weight_t()?.narrow(1, start, len)?;
+        let b = self.bias.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
+        Ok(matmul_bias(x, &wt, b.as_ref())?)
+    }
+}
+
+/// `x @ wt + b` for x (…, in), folding leading dimensions into rows.
+fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let x2 = if x.is_contiguous() { x.reshape((rows, k))? } else { x.contiguous()?.reshape((rows, k))? };
+    let mut y = x2.matmul(wt)?;
+    if let Some(b) = b {
+        y = y.broadcast_add(b)?;
+    }
+    let mut out = dims;
+    let n = out.len();
+    out[n - 1] = wt.dim(1)?;
+    y.reshape(out)
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let wt = match &self.weight {
+            Weight::Var(w) => w.t()?,
+            Weight::Fixed(wt) => wt.clone(),
+        };
+        matmul_bias(x, &wt, self.bias.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fixed_and_trainable_weights_agree() {
+        let dev = Device::Cpu;
+        let w = Tensor::new(&[[1f32, 2., 3.], [4., 5., 6.]], &dev).unwrap(); // (out 2, in 3)
+        let b = Tensor::new(&[0.5f32, -1.], &dev).unwrap();
+        let x = Tensor::new(&[[[1f32, 0., 1.], [0., 1., 0.]]], &dev).unwrap(); // (1, 2, 3)
+        let fixed = Linear::new(w.clone(), Some(b.clone())).unwrap();
+        let var = Var::from_tensor(&w).unwrap();
+        let train = Linear::new(var.as_tensor().clone(), Some(b)).unwrap();
+        let want = vec![vec![vec![4.5f32, 9.], vec![2.5, 4.]]];
+        assert_eq!(fixed.forward(&x).unwrap().to_vec3::<f32>().unwrap(), want);
+        assert_eq!(train.forward(&x).unwrap().to_vec3::<f32>().unwrap(), want);
+        assert_eq!(fixed.forward_rows(&x, 1, 1).unwrap().to_vec3::<f32>().unwrap(), vec![vec![vec![9f32], vec![4.]]]);
+        // Gradients reach the trainable weight.
+        let g = train.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap(), vec![vec![1f32, 1., 1.], vec![1., 1., 1.]]);
+    }
+}
