@@ -8,7 +8,7 @@ blocks, grouped 1x1 K/V convs, argmax assignment, mean aggregation, proj_o), 2 b
 region tokens, max-pool, ln_post, proj. Random weights: speed does not depend on them.
 
 Usage (after `cargo build --release`):
-    python3 benches/visual_vs_pytorch.py [--threads 2] [--iters 5]
+    python3 benches/visual_vs_pytorch.py [--threads 2] [--iters 5] [--rounds 3]
 Needs `pip install torch`. Peak RSS of each Rust configuration is measured in its own process.
 """
 import argparse, json, os, statistics, subprocess, sys, time
@@ -124,25 +124,52 @@ def rust_time(binary, batch, size, warmup, iters):
     return res
 
 
+def segment_peak_rss(binary, root):
+    """Peak RSS of `segclip segment` on a sample photo with real-size (seeded) weights."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        w = os.path.join(d, "vit_b16_seeded.safetensors")
+        subprocess.run([binary, "bench", "--save-seeded", w], check=True, capture_output=True)
+        img = os.path.join(root, "datasets", "samples", "coffee.png")
+        cmd = ["/usr/bin/time", "-f", "%M %e", binary, "segment", "--image", img, "--classes",
+               "cup,saucer,spoon,table,coffee", "--weights", w, "--out", os.path.join(d, "out")]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        kb, secs = out.stderr.strip().splitlines()[-1].split()
+        return int(kb) / 1024, float(secs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=5, help="timed forwards per round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rust/torch rounds per config")
     ap.add_argument("--configs", default="1x224,8x224,1x448,8x448")
-    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "segclip"))
+    ap.add_argument("--no-segment", action="store_true")
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    ap.add_argument("--binary", default=os.path.join(root, "target", "release", "segclip"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = SegClipVisual().eval()
-    print(f"torch {torch.__version__}, {a.threads} threads; median of {a.iters}")
+    print(f"torch {torch.__version__}, {a.threads} threads; per round the median of {a.iters} forwards, "
+          f"{a.rounds} alternating rounds; ratio = median over rounds of rust/torch")
     print(f"{'config':>8} {'rust ms':>10} {'torch ms':>10} {'ratio':>7} {'rust peak RSS':>14}")
     for cfg in a.configs.split(","):
         batch, size = map(int, cfg.split("x"))
         iters = a.iters if batch * size * size <= 224 * 224 * 8 else max(2, a.iters // 2)
-        r = rust_time(a.binary, batch, size, 1, iters)
-        t = torch_time(model, batch, size, 1, iters)
-        print(f"{cfg:>8} {r['median_ms']:>10.1f} {t:>10.1f} {r['median_ms'] / t:>7.2f} {r['peak_rss_mib_time']:>11.0f} MiB",
+        rs, ts, rss = [], [], 0
+        for _ in range(a.rounds):
+            r = rust_time(a.binary, batch, size, 1, iters)
+            rs.append(r["median_ms"])
+            rss = max(rss, r["peak_rss_mib_time"])
+            ts.append(torch_time(model, batch, size, 1, iters))
+        ratio = statistics.median(r / t for r, t in zip(rs, ts))
+        print(f"{cfg:>8} {statistics.median(rs):>10.1f} {statistics.median(ts):>10.1f} {ratio:>7.2f} {rss:>10.0f} MiB",
               flush=True)
+    if not a.no_segment:
+        rss, secs = segment_peak_rss(a.binary, root)
+        print(f"segment datasets/samples/coffee.png (600x400, 2 crops), ViT-B/16-size weights: "
+              f"peak RSS {rss:.0f} MiB, {secs:.1f} s wall (load included)")
 
 
 if __name__ == "__main__":

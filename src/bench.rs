@@ -17,7 +17,7 @@ pub fn seeded_vit_b16(device: &Device) -> Result<SegClip> {
     for (k, _) in optional {
         sd.tensors.remove(&k);
     }
-    Ok(SegClip::from_state_dict(&sd, &cfg, device)?)
+    Ok(SegClip::from_state_dict(sd, &cfg, device)?)
 }
 
 /// A deterministic normalised-pixel batch (B, 3, size, size).

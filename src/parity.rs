@@ -123,7 +123,7 @@ pub fn run(dir: &Path) -> Result<Report> {
     let classes: Vec<String> = meta["class_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
     let device = Device::Cpu;
     let sd = seeded_state_dict(&cfg, seed, &device)?;
-    let model = SegClip::from_state_dict(&sd, &cfg, &device)?;
+    let model = SegClip::from_state_dict(sd, &cfg, &device)?;
     let mut report = Report::default();
 
     // Visual forward.

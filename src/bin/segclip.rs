@@ -36,6 +36,10 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// Instead of timing, write the seeded ViT-B/16 weights (all 415 tensors) to this
+        /// safetensors file: a real-size checkpoint for memory and speed tests.
+        #[arg(long)]
+        save_seeded: Option<PathBuf>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -142,7 +146,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Segment(a) => run_segment(a)?,
-        Command::Bench { size, batch, iters, warmup } => {
+        Command::Bench { save_seeded: Some(path), .. } => {
+            let cfg = segclip::group::SegClipConfig::vit_b16();
+            let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu)?;
+            candle_core::safetensors::save(&sd.tensors, &path)?;
+            println!("wrote {} ({} tensors)", path.display(), sd.tensors.len());
+        }
+        Command::Bench { size, batch, iters, warmup, save_seeded: None } => {
             let dev = candle_core::Device::Cpu;
             let model = segclip::bench::seeded_vit_b16(&dev)?;
             let x = segclip::bench::pixels(batch, size, &dev)?;

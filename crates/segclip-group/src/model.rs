@@ -137,10 +137,10 @@ impl SegClip {
 
     /// Build from a checked state dict: missing, unexpected or mis-shaped tensors are errors
     /// that name the key; training-only tensors may be absent.
-    pub fn from_state_dict(sd: &StateDict, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
+    pub fn from_state_dict(sd: StateDict, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
         let (required, optional) = cfg.keys();
         sd.check(&required, &optional)?;
-        Self::new(sd.var_builder(device), cfg)
+        Self::new(sd.into_var_builder(device), cfg)
     }
 
     /// Load a checkpoint from a path or hub id; the configuration is read off its shapes
@@ -148,7 +148,7 @@ impl SegClip {
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
         let sd = StateDict::load(spec, 10, device)?;
         let cfg = SegClipConfig::infer(&sd)?;
-        Self::from_state_dict(&sd, &cfg, device)
+        Self::from_state_dict(sd, &cfg, device)
     }
 
     pub fn config(&self) -> &SegClipConfig {

@@ -56,6 +56,67 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     Ok(Tensor::cat(&outs, 0)?)
 }
 
+/// A `*mut f32` that may cross threads: the tasks below write disjoint elements.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint writes from the parallel tasks of one call.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Multi-head self-attention straight from the packed projection `[q | k | v]` (B, N, 3C),
+/// writing heads side by side into (B, N, C): no head split or merge copies. `None` when the
+/// fused path does not apply (gradients, other devices or dtypes).
+fn packed_attention_cpu(packed: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+    use candle_core::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    if !packed.device().is_cpu() || packed.dtype() != candle_core::DType::F32 || packed.track_op() || mask.is_some_and(|m| m.track_op()) {
+        return Ok(None);
+    }
+    let packed = packed.contiguous()?;
+    let (b, n, c3) = packed.dims3()?;
+    let c = c3 / 3;
+    let d = c / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mv: Option<Vec<f32>> = mask.map(|m| m.broadcast_as((n, n))?.contiguous()?.flatten_all()?.to_vec1::<f32>()).transpose()?;
+    let (storage, layout) = packed.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return Ok(None);
+    };
+    let src = &data[layout.start_offset()..layout.start_offset() + b * n * c3];
+    let mut out = vec![0f32; b * n * c];
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..b * heads).into_par_iter().for_each(|task| {
+        let dst = dst;
+        let (bi, h) = (task / heads, task % heads);
+        let base = bi * n * c3 + h * d;
+        let (q, k, v) = (&src[base..], &src[base + c..], &src[base + 2 * c..]);
+        let mut s = vec![0f32; n * n];
+        // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; s is (n, n); the output
+        // rows of this (batch, head) are d-wide at stride C, disjoint from every other task's.
+        unsafe {
+            gemm::gemm(
+                n, n, d, s.as_mut_ptr(), 1, n as isize, false, q.as_ptr(), 1, c3 as isize, k.as_ptr(), c3 as isize, 1,
+                0.0, scale, false, false, false, gemm::Parallelism::None,
+            );
+        }
+        for (r, row) in s.chunks_mut(n).enumerate() {
+            if let Some(m) = &mv {
+                row.iter_mut().zip(&m[r * n..(r + 1) * n]).for_each(|(x, a)| *x += a);
+            }
+            crate::fastmath::softmax_row(row);
+        }
+        // SAFETY: as above.
+        unsafe {
+            gemm::gemm(
+                n, d, n, dst.0.add(bi * n * c + h * d), 1, c as isize, false, s.as_ptr(), 1, n as isize, v.as_ptr(), 1,
+                c3 as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::None,
+            );
+        }
+    });
+    drop(storage);
+    Ok(Some(Tensor::from_vec(out, (b, n, c), packed.device())?))
+}
+
 fn attention_cpu(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, h, nq, d) = q.dims4()?;
@@ -133,8 +194,12 @@ impl MultiHeadAttention {
     /// The heads' queries, keys and values for self-attention over `x` (B, N, C): what
     /// training-free modes read from the last block.
     pub fn qkv(&self, x: &Tensor) -> Result<Qkv> {
-        let (b, n, c) = x.dims3()?;
-        let packed = self.in_proj.forward(x)?;
+        self.split_packed(&self.in_proj.forward(x)?)
+    }
+
+    fn split_packed(&self, packed: &Tensor) -> Result<Qkv> {
+        let (b, n, c3) = packed.dims3()?;
+        let c = c3 / 3;
         let packed = packed.reshape((b, n, 3, self.heads, c / self.heads))?.permute((2, 0, 3, 1, 4))?;
         Ok(Qkv {
             q: packed.get(0)?.contiguous()?,
@@ -150,7 +215,11 @@ impl MultiHeadAttention {
 
     /// Self-attention over `x` (B, N, C) with an optional additive mask (N, N).
     pub fn forward_self(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let Qkv { q, k, v } = self.qkv(x)?;
+        let packed = self.in_proj.forward(x)?;
+        if let Some(o) = packed_attention_cpu(&packed, self.heads, mask)? {
+            return Ok(self.out_proj.forward(&o)?);
+        }
+        let Qkv { q, k, v } = self.split_packed(&packed)?;
         self.merge_heads(&attention(&q, &k, &v, mask)?)
     }
 
@@ -245,6 +314,24 @@ mod tests {
             let qv = Var::from_tensor(&q).unwrap();
             let comp = attention(qv.as_tensor(), &k, &v, m).unwrap();
             let diff = (fused - comp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{diff}");
+        }
+    }
+
+    #[test]
+    fn packed_attention_matches_the_split_path() {
+        let dev = Device::Cpu;
+        let (b, n, heads, d) = (2, 6, 3, 4);
+        let c = heads * d;
+        let packed = Tensor::randn(0f32, 1., (b, n, 3 * c), &dev).unwrap();
+        let mask = causal_mask(n, &dev).unwrap();
+        for m in [None, Some(&mask)] {
+            let fast = packed_attention_cpu(&packed, heads, m).unwrap().unwrap();
+            let split = |i: usize| packed.narrow(2, i * c, c).unwrap().reshape((b, n, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let qv = Var::from_tensor(&split(0)).unwrap();
+            let o = attention(qv.as_tensor(), &split(1), &split(2), m).unwrap();
+            let slow = o.transpose(1, 2).unwrap().reshape((b, n, c)).unwrap();
+            let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "{diff}");
         }
     }

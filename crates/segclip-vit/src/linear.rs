@@ -53,6 +53,11 @@ impl Linear {
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let wt = self.weight_t()?.narrow(1, start, len)?;
         let b = self.bias.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
+        if let Weight::Fixed(full) = &self.weight {
+            if let Some(y) = cpu_linear(x, full, b.as_ref(), Some((start, len)))? {
+                return Ok(y);
+            }
+        }
         Ok(matmul_bias(x, &wt, b.as_ref())?)
     }
 }
@@ -73,13 +78,55 @@ fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Resu
     y.reshape(out)
 }
 
+/// `x @ wt + b` on CPU in one GEMM call that accumulates onto the broadcast bias (no separate
+/// bias pass), for fixed f32 weights and inputs that track no gradient.
+/// Only output columns `[col, col + n)` of `wt` (in, N) are computed when `cols` is given.
+fn cpu_linear(x: &Tensor, wt: &Tensor, b: Option<&Tensor>, cols: Option<(usize, usize)>) -> candle_core::Result<Option<Tensor>> {
+    use candle_core::{CpuStorage, DType, Storage};
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() || !wt.is_contiguous() {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let full_n = wt.dim(1)?;
+    let (col, n) = cols.unwrap_or((0, full_n));
+    let mut out = match b {
+        Some(b) => b.to_vec1::<f32>()?.repeat(m),
+        None => vec![0f32; m * n],
+    };
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = wt.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(xd)), Storage::Cpu(CpuStorage::F32(wd))) = (&*xs, &*ws) else {
+        return Ok(None);
+    };
+    let (xd, wd) = (&xd[xl.start_offset()..xl.start_offset() + m * k], &wd[wl.start_offset()..wl.start_offset() + k * full_n]);
+    let threads = if m * n * k < 1 << 18 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(rayon::current_num_threads()) };
+    // SAFETY: out is (m, n), x (m, k), and wt (k, full_n) of which the n columns from `col` are
+    // read; all row-major and live for the call.
+    unsafe {
+        gemm::gemm(
+            m, n, k, out.as_mut_ptr(), 1, n as isize, b.is_some(), xd.as_ptr(), 1, k as isize, wd.as_ptr().add(col), 1, full_n as isize,
+            1.0, 1.0, false, false, false, threads,
+        );
+    }
+    drop((xs, ws));
+    let mut shape = dims;
+    let last = shape.len() - 1;
+    shape[last] = n;
+    Ok(Some(Tensor::from_vec(out, shape, x.device())?))
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let wt = match &self.weight {
-            Weight::Var(w) => w.t()?,
-            Weight::Fixed(wt) => wt.clone(),
-        };
-        matmul_bias(x, &wt, self.bias.as_ref())
+        match &self.weight {
+            Weight::Var(w) => matmul_bias(x, &w.t()?, self.bias.as_ref()),
+            Weight::Fixed(wt) => match cpu_linear(x, wt, self.bias.as_ref(), None)? {
+                Some(y) => Ok(y),
+                None => matmul_bias(x, wt, self.bias.as_ref()),
+            },
+        }
     }
 }
 

@@ -127,11 +127,97 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)
              OpenAI's ViT-B-16.pt are not supported: use the Hugging Face weights or save `model.state_dict()`"
         )));
     }
-    let map = candle_core::safetensors::load(path, device)
-        .map_err(|e| werr(format!("neither a PyTorch zip archive nor a valid safetensors file ({e})")))?;
-    let mut v: Vec<_> = map.into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
+    read_safetensors(path, device)
+        .map_err(|reason| werr(format!("neither a PyTorch zip archive nor a valid safetensors file ({reason})")))
+}
+
+/// Read a safetensors file one tensor at a time (no memory map), upcasting half precision to
+/// f32 as it goes: the peak memory is the tensors plus one tensor's bytes.
+fn read_safetensors(path: &Path, device: &Device) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file_len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|_| "shorter than a safetensors header".to_string())?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || 8 + n > file_len {
+        return Err(format!("header length {n} does not fit a {file_len}-byte file"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("unreadable header: {e}"))?;
+    let base = 8 + n;
+    let mut entries = Vec::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = || format!("tensor `{name}` has a malformed header entry");
+        let dtype = match info["dtype"].as_str().ok_or_else(bad)? {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            "I64" => DType::I64,
+            "U32" => DType::U32,
+            "U8" => DType::U8,
+            other => return Err(format!("tensor `{name}` has unsupported dtype {other}")),
+        };
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|v| v.as_u64().map(|v| v as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        let off = info["data_offsets"].as_array().ok_or_else(bad)?;
+        let start = off.first().and_then(|v| v.as_u64()).ok_or_else(bad)?;
+        let end = off.get(1).and_then(|v| v.as_u64()).ok_or_else(bad)?;
+        let numel: usize = shape.iter().product();
+        if end < start || (end - start) as usize != numel * dtype.size_in_bytes() || base + end > file_len {
+            return Err(format!("tensor `{name}`: bytes [{start}, {end}) do not hold {shape:?} {dtype:?} within a {file_len}-byte file"));
+        }
+        entries.push((start, end, name, dtype, shape));
+    }
+    entries.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(entries.len());
+    for (start, end, name, dtype, shape) in entries {
+        let mut bytes = vec![0u8; (end - start) as usize];
+        f.seek(SeekFrom::Start(base + start)).map_err(|e| e.to_string())?;
+        f.read_exact(&mut bytes).map_err(|e| format!("tensor `{name}`: {e} (truncated file?)"))?;
+        let t = Tensor::from_raw_buffer(&bytes, dtype, &shape, device).map_err(|e| e.to_string())?;
+        drop(bytes);
+        let t = if matches!(dtype, DType::F16 | DType::BF16 | DType::F64) { t.to_dtype(DType::F32).map_err(|e| e.to_string())? } else { t };
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// A `VarBuilder` backend that hands each tensor over to the model and forgets it, so that a
+/// layer that re-lays out its weight (see [`crate::linear::Linear`]) frees the original at once.
+struct Taking {
+    tensors: std::sync::Mutex<HashMap<String, Tensor>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for Taking {
+    fn get(&self, s: candle_core::Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape { msg: format!("shape mismatch for {name}"), expected: s, got: t.shape().clone() }.bt());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.tensors.lock().map_err(|_| candle_core::Error::Msg("poisoned weight store".into()))?.remove(name);
+        let t = t.ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.lock().map(|m| m.contains_key(name)).unwrap_or(false)
+    }
 }
 
 fn detect(keys: &[&str]) -> Option<KeyFormat> {
@@ -338,6 +424,12 @@ impl StateDict {
     /// A detached (no-gradient) `VarBuilder` over these tensors.
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_tensors(self.tensors.clone(), DType::F32, device)
+    }
+
+    /// A detached `VarBuilder` that gives each tensor away on first use (each key can be read
+    /// once): building a model from it keeps the peak memory near the size of the weights.
+    pub fn into_var_builder(self, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Taking { tensors: std::sync::Mutex::new(self.tensors) }), DType::F32, device.clone())
     }
 }
 
