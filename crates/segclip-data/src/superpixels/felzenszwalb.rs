@@ -44,21 +44,23 @@ fn find_root(forest: &mut [u32], mut n: u32) -> u32 {
     root
 }
 
-/// Sort edge indices by their weight, stably: an LSD radix sort on the weights' bit patterns
-/// (non-negative f64s order like their bits), skipping digits that are the same everywhere.
+/// Edge indices sorted by weight, ties in index order (a stable sort).
+///
+/// Rounding to f32 never reverses an order, so the edges are radix-sorted on the f32 key (bits
+/// 32..63 of `key << 32 | index`: three 11-bit passes, stable), and runs of equal f32 keys (short)
+/// are then put in exact f64 order by insertion sort, which keeps ties in index order.
 fn sorted_order(costs: &[f64]) -> Vec<u32> {
-    let keys: Vec<u64> = costs.iter().map(|c| c.to_bits()).collect();
-    let mut idx: Vec<u32> = (0..costs.len() as u32).collect();
-    let mut tmp = vec![0u32; idx.len()];
+    let mut a: Vec<u64> = costs.iter().enumerate().map(|(i, &c)| ((c as f32).to_bits() as u64) << 32 | i as u64).collect();
+    let mut b = vec![0u64; a.len()];
     const BITS: u32 = 11;
-    let mut shift = 0;
-    while shift < 64 {
+    for pass in 0..3 {
+        let shift = 32 + pass * BITS;
+        let digit = |v: u64| ((v >> shift) & ((1 << BITS) - 1)) as usize;
         let mut count = vec![0usize; 1 << BITS];
-        for &k in &keys {
-            count[((k >> shift) & ((1 << BITS) - 1)) as usize] += 1;
+        for &v in &a {
+            count[digit(v)] += 1;
         }
-        if count.iter().any(|&c| c == keys.len()) {
-            shift += BITS;
+        if count.iter().any(|&c| c == a.len()) {
             continue;
         }
         let mut sum = 0;
@@ -67,13 +69,32 @@ fn sorted_order(costs: &[f64]) -> Vec<u32> {
             *c = sum;
             sum += v;
         }
-        for &i in &idx {
-            let d = ((keys[i as usize] >> shift) & ((1 << BITS) - 1)) as usize;
-            tmp[count[d]] = i;
+        for &v in &a {
+            let d = digit(v);
+            b[count[d]] = v;
             count[d] += 1;
         }
-        std::mem::swap(&mut idx, &mut tmp);
-        shift += BITS;
+        std::mem::swap(&mut a, &mut b);
+    }
+    let mut idx: Vec<u32> = a.iter().map(|&v| v as u32).collect();
+    let mut i = 0;
+    while i < a.len() {
+        let mut j = i + 1;
+        while j < a.len() && a[j] >> 32 == a[i] >> 32 {
+            j += 1;
+        }
+        if j - i > 1 {
+            // Stable insertion sort by the exact weight.
+            let run = &mut idx[i..j];
+            for m in 1..run.len() {
+                let mut q = m;
+                while q > 0 && costs[run[q - 1] as usize] > costs[run[q] as usize] {
+                    run.swap(q - 1, q);
+                    q -= 1;
+                }
+            }
+        }
+        i = j;
     }
     idx
 }
@@ -92,50 +113,59 @@ pub fn felzenszwalb(pixels: &[u8], (h, w, c): (usize, usize, usize), p: &Felzens
             plane
         })
         .collect();
-    let dist = |a: usize, b: usize| -> f64 {
-        let mut s = 0.0;
-        for pl in &planes {
-            let d = pl[a] - pl[b];
-            s += d * d;
-        }
-        s.sqrt()
+    // Edge weights in scikit-image's order: right, down, down-right, up-right; raster order
+    // within each. Endpoints are recomputed from the index, never stored.
+    let n_right = h * (w - 1);
+    let n_down = (h - 1) * w;
+    let n_diag = (h - 1) * (w - 1);
+    let mut costs: Vec<f64> = vec![0.0; n_right + n_down + 2 * n_diag];
+    {
+        let (right, rest) = costs.split_at_mut(n_right);
+        let (down, rest) = rest.split_at_mut(n_down);
+        let (dright, uright) = rest.split_at_mut(n_diag);
+        let acc = |out: &mut [f64], a0: usize, b0: usize, len: usize, rows: usize, a_stride: usize, b_stride: usize| {
+            for y in 0..rows {
+                let o = &mut out[y * len..(y + 1) * len];
+                for pl in &planes {
+                    let (pa, pb) = (&pl[a0 + y * a_stride..a0 + y * a_stride + len], &pl[b0 + y * b_stride..b0 + y * b_stride + len]);
+                    for ((v, &x), &z) in o.iter_mut().zip(pa).zip(pb) {
+                        let d = x - z;
+                        *v += d * d;
+                    }
+                }
+                o.iter_mut().for_each(|v| *v = v.sqrt());
+            }
+        };
+        acc(right, 1, 0, w - 1, h, w, w);
+        acc(down, w, 0, w, h - 1, w, w);
+        acc(dright, w + 1, 0, w - 1, h - 1, w, w);
+        acc(uright, 1, w, w - 1, h - 1, w, w);
+    }
+    let w1 = (w - 1) as u32;
+    let endpoints = |e: usize| -> (u32, u32) {
+        // 32-bit division: several times cheaper than 64-bit on x86.
+        let divmod = |f: usize| ((f as u32 / w1) as usize, (f as u32 % w1) as usize);
+        let (a, b) = if e < n_right {
+            let (y, x) = divmod(e);
+            (y * w + x + 1, y * w + x)
+        } else if e < n_right + n_down {
+            let a = e - n_right;
+            (a + w, a)
+        } else if e < n_right + n_down + n_diag {
+            let (y, x) = divmod(e - n_right - n_down);
+            (y * w + x + w + 1, y * w + x)
+        } else {
+            let (y, x) = divmod(e - n_right - n_down - n_diag);
+            (y * w + x + 1, (y + 1) * w + x)
+        };
+        (a as u32, b as u32)
     };
-    // Edges in scikit-image's order: right, down, down-right, up-right.
-    let n_edges = h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1);
-    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n_edges);
-    let mut costs: Vec<f64> = Vec::with_capacity(n_edges);
-    for y in 0..h {
-        for x in 0..w - 1 {
-            let a = y * w + x;
-            edges.push((a as u32 + 1, a as u32));
-            costs.push(dist(a + 1, a));
-        }
-    }
-    for y in 0..h - 1 {
-        for x in 0..w {
-            let a = y * w + x;
-            edges.push(((a + w) as u32, a as u32));
-            costs.push(dist(a + w, a));
-        }
-    }
-    for y in 0..h - 1 {
-        for x in 0..w - 1 {
-            let a = y * w + x;
-            edges.push(((a + w + 1) as u32, a as u32));
-            costs.push(dist(a + w + 1, a));
-        }
-    }
-    for y in 0..h - 1 {
-        for x in 0..w - 1 {
-            let (a, b) = (y * w + x + 1, (y + 1) * w + x);
-            edges.push((a as u32, b as u32));
-            costs.push(dist(a, b));
-        }
-    }
     let order = sorted_order(&costs);
+    let edges: Vec<(u32, u32)> = order.iter().map(|&e| endpoints(e as usize)).collect();
+    let costs: Vec<f64> = order.iter().map(|&e| costs[e as usize]).collect();
     let n = h * w;
     let mut forest: Vec<u32> = (0..n as u32).collect();
-    let mut size = vec![1usize; n];
+    let mut size = vec![1u32; n];
     let mut cint = vec![0f64; n];
     let join = |forest: &mut [u32], a: u32, b: u32| -> u32 {
         let root = a.min(b);
@@ -143,28 +173,25 @@ pub fn felzenszwalb(pixels: &[u8], (h, w, c): (usize, usize, usize), p: &Felzens
         forest[b as usize] = root;
         root
     };
-    for &e in &order {
-        let (a, b) = edges[e as usize];
+    for (&(a, b), &cost) in edges.iter().zip(&costs) {
         let (s0, s1) = (find_root(&mut forest, a), find_root(&mut forest, b));
         if s0 == s1 {
             continue;
         }
         let t0 = cint[s0 as usize] + scale / size[s0 as usize] as f64;
         let t1 = cint[s1 as usize] + scale / size[s1 as usize] as f64;
-        let cost = costs[e as usize];
         if cost < t0.min(t1) {
             let r = join(&mut forest, s0, s1);
             size[r as usize] = size[s0 as usize] + size[s1 as usize];
             cint[r as usize] = cost;
         }
     }
-    for &e in &order {
-        let (a, b) = edges[e as usize];
+    for &(a, b) in &edges {
         let (s0, s1) = (find_root(&mut forest, a), find_root(&mut forest, b));
         if s0 == s1 {
             continue;
         }
-        if size[s0 as usize] < p.min_size || size[s1 as usize] < p.min_size {
+        if (size[s0 as usize] as usize) < p.min_size || (size[s1 as usize] as usize) < p.min_size {
             let r = join(&mut forest, s0, s1);
             size[r as usize] = size[s0 as usize] + size[s1 as usize];
         }

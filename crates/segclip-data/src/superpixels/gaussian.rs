@@ -28,7 +28,9 @@ fn filter_line(src: &[f64], dst: &mut [f64], w: &[f64], line: &mut Vec<f64>) {
     let n = src.len();
     let r = w.len() / 2;
     line.clear();
-    line.extend((0..n + 2 * r).map(|i| src[reflect(i as isize - r as isize, n)]));
+    line.extend((0..r).map(|i| src[reflect(i as isize - r as isize, n)]));
+    line.extend_from_slice(src);
+    line.extend((n..n + r).map(|i| src[reflect(i as isize, n)]));
     for (i, d) in dst.iter_mut().enumerate() {
         let c = i + r;
         let mut t = line[c] * w[r];
@@ -45,18 +47,26 @@ pub fn gaussian_plane(plane: &mut [f64], (h, w): (usize, usize), sigma: f64) {
         return;
     }
     let k = kernel(sigma);
-    let mut line = Vec::new();
-    let mut col = vec![0f64; h];
-    let mut out = vec![0f64; h];
-    for x in 0..w {
-        for y in 0..h {
-            col[y] = plane[y * w + x];
+    let r = k.len() / 2;
+    // Along axis 0 (columns), whole rows at a time: the same sums as `filter_line`, in the same
+    // order, vectorised across x.
+    let src = plane.to_vec();
+    let row = |y: isize| &src[reflect(y, h) * w..reflect(y, h) * w + w];
+    for y in 0..h {
+        let out = &mut plane[y * w..(y + 1) * w];
+        let centre = row(y as isize);
+        for (o, &c) in out.iter_mut().zip(centre) {
+            *o = c * k[r];
         }
-        filter_line(&col, &mut out, &k, &mut line);
-        for y in 0..h {
-            plane[y * w + x] = out[y];
+        for j in (1..=r).rev() {
+            let (up, down) = (row(y as isize - j as isize), row(y as isize + j as isize));
+            let wj = k[r - j];
+            for ((o, &a), &b) in out.iter_mut().zip(up).zip(down) {
+                *o += (a + b) * wj;
+            }
         }
     }
+    let mut line = Vec::new();
     let mut row = vec![0f64; w];
     for y in 0..h {
         row.copy_from_slice(&plane[y * w..(y + 1) * w]);

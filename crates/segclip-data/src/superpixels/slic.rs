@@ -43,6 +43,48 @@ impl Default for SlicParams {
     }
 }
 
+/// One row of a centre's window.
+struct Row<'a> {
+    f: [&'a [f64]; 3],
+    dx2: &'a [f64],
+    dist: &'a mut [f64],
+    nearest: &'a mut [u32],
+}
+
+/// Give the row's pixels to centre `ci` where it is strictly nearer; whether any changed. The
+/// arithmetic is scikit-image's, in its order: `(dy + dx²)·w_xy + ((Δ₀² + Δ₁²) + Δ₂²)`.
+#[inline(always)]
+fn assign_row_body(r: Row, dy: f64, spatial: f64, c: [f64; 3], ci: u32) -> bool {
+    let mut any = false;
+    let n = r.dist.len();
+    let (f0, f1, f2, dx2) = (&r.f[0][..n], &r.f[1][..n], &r.f[2][..n], &r.dx2[..n]);
+    let nearest = &mut r.nearest[..n];
+    for x in 0..n {
+        let (d0, d1, d2) = (f0[x] - c[0], f1[x] - c[1], f2[x] - c[2]);
+        let d = (dy + dx2[x]) * spatial + (d0 * d0 + d1 * d1 + d2 * d2);
+        let better = r.dist[x] > d;
+        r.dist[x] = if better { d } else { r.dist[x] };
+        nearest[x] = if better { ci } else { nearest[x] };
+        any |= better;
+    }
+    any
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn assign_row_avx512(r: Row, dy: f64, spatial: f64, c: [f64; 3], ci: u32) -> bool {
+    assign_row_body(r, dy, spatial, c, ci)
+}
+
+fn assign_row(r: Row, dy: f64, spatial: f64, c: [f64; 3], ci: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has the features the function was compiled for.
+        return unsafe { assign_row_avx512(r, dy, spatial, c, ci) };
+    }
+    assign_row_body(r, dy, spatial, c, ci)
+}
+
 /// scikit-image `rgb2lab` of one pixel in [0, 1] (sRGB → XYZ → Lab, D65 2° white).
 pub fn rgb_to_lab([r, g, b]: [f64; 3]) -> [f64; 3] {
     let lin = |v: f64| if v > 0.04045 { ((v + 0.055) / 1.055).powf(2.4) } else { v / 12.92 };
@@ -123,7 +165,7 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
     let step = step_y.max(step_x) as f64;
     let spatial = 1.0 / (step * step);
     let k = centers.len();
-    let mut nearest = vec![0usize; n];
+    let mut nearest = vec![0u32; n];
     let mut distance = vec![f64::MAX; n];
     let mut dx2 = vec![0f64; w];
     for _ in 0..p.max_num_iter {
@@ -143,19 +185,14 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
             }
             for y in y0..y1 {
                 let dy = (cy - y as f64) * (cy - y as f64);
-                let row = y * w;
-                for x in x0..x1 {
-                    let i = row + x;
-                    let d0 = feat[0][i] - c[2];
-                    let d1 = feat[1][i] - c[3];
-                    let d2 = feat[2][i] - c[4];
-                    let d = (dy + dx2[x]) * spatial + (d0 * d0 + d1 * d1 + d2 * d2);
-                    if distance[i] > d {
-                        nearest[i] = ci;
-                        distance[i] = d;
-                        change = true;
-                    }
-                }
+                let (a, b) = (y * w + x0, y * w + x1);
+                let row = Row {
+                    f: [&feat[0][a..b], &feat[1][a..b], &feat[2][a..b]],
+                    dx2: &dx2[x0..x1],
+                    dist: &mut distance[a..b],
+                    nearest: &mut nearest[a..b],
+                };
+                change |= assign_row(row, dy, spatial, [c[2], c[3], c[4]], ci as u32);
             }
         }
         if !change {
@@ -166,8 +203,8 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
         for y in 0..h {
             for x in 0..w {
                 let i = y * w + x;
-                let s = &mut sums[nearest[i]];
-                counts[nearest[i]] += 1;
+                let s = &mut sums[nearest[i] as usize];
+                counts[nearest[i] as usize] += 1;
                 s[0] += y as f64;
                 s[1] += x as f64;
                 s[2] += feat[0][i];
@@ -180,7 +217,7 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
             *c = if m == 0 { [f64::NAN; 5] } else { s.map(|v| v / m as f64) };
         }
     }
-    let labels: Vec<u32> = nearest.iter().map(|&v| v as u32).collect();
+    let labels = nearest;
     if !p.enforce_connectivity {
         let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
         return LabelMap { height: h, width: w, labels, count };
