@@ -13,13 +13,17 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for (b, n) in [(1usize, 196usize), (8, 196), (1, 784), (8, 784)] {
         let patches = Tensor::randn(0f32, 1., (b, n, 768), &dev).unwrap();
-        g.bench_with_input(BenchmarkId::new(format!("B{b}"), n), &patches, |bench, p| {
-            bench.iter(|| {
-                let out = model.visual.group.forward(p, None, None).unwrap();
-                // Device sync: bring the result back to the host.
-                out.regions.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new(format!("B{b}"), n),
+            &patches,
+            |bench, p| {
+                bench.iter(|| {
+                    let out = model.visual.group.forward(p, None, None).unwrap();
+                    // Device sync: bring the result back to the host.
+                    out.regions.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                })
+            },
+        );
     }
     g.finish();
     let mut g = c.benchmark_group("visual_forward");
@@ -27,7 +31,15 @@ fn bench(c: &mut Criterion) {
     for (b, size) in [(1usize, 224usize), (8, 224), (1, 448)] {
         let x = segclip::bench::pixels(b, size, &dev).unwrap();
         g.bench_with_input(BenchmarkId::new(format!("B{b}"), size), &x, |bench, x| {
-            bench.iter(|| model.visual.forward(x, None, None).unwrap().image_emb.to_vec2::<f32>().unwrap())
+            bench.iter(|| {
+                model
+                    .visual
+                    .forward(x, None, None)
+                    .unwrap()
+                    .image_emb
+                    .to_vec2::<f32>()
+                    .unwrap()
+            })
         });
     }
     g.finish();

@@ -29,12 +29,32 @@ fn run() -> anyhow::Result<()> {
 
     let classes = ClassList::parse_arg(classes)?;
     let mut segmenter = Segmenter::load(weights, &candle_core::Device::Cpu)?;
-    let (seg, files) = segmenter.segment_file(image.as_ref(), &classes, &out, segclip::io::DEFAULT_MAX_PIXELS, None, &mut |_, _| {})?;
+    let (seg, files) = segmenter.segment_file(
+        image.as_ref(),
+        &classes,
+        &out,
+        segclip::io::DEFAULT_MAX_PIXELS,
+        None,
+        &mut |_, _| {},
+    )?;
 
-    for (label, share) in seg.fractions().iter().enumerate().filter(|(_, f)| **f > 0.0) {
-        let name = if label == 0 { "background" } else { classes.classes[label - 1].name() };
+    for (label, share) in seg
+        .fractions()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| **f > 0.0)
+    {
+        let name = if label == 0 {
+            "background"
+        } else {
+            classes.classes[label - 1].name()
+        };
         println!("{name:<20} {:5.1}%", share * 100.0);
     }
-    println!("wrote {} and {}", files.overlay.display(), files.labels.display());
+    println!(
+        "wrote {} and {}",
+        files.overlay.display(),
+        files.labels.display()
+    );
     Ok(())
 }

@@ -23,7 +23,9 @@ pub fn seeded_vit_b16(device: &Device) -> Result<SegClip> {
 /// A deterministic normalised-pixel batch (B, 3, size, size).
 pub fn pixels(batch: usize, size: usize, device: &Device) -> Result<Tensor> {
     let n = batch * 3 * size * size;
-    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     Ok(Tensor::from_vec(v, (batch, 3, size, size), device)?)
 }
 

@@ -22,11 +22,21 @@ pub enum IoError {
     #[error("{path}: not an image this tool can read (unrecognised format)")]
     NotAnImage { path: String },
     #[error("{path}: the image is {width}x{height} ({mp:.0} megapixels), over the limit of {limit_mp:.0} megapixels; downscale it first or raise --max-pixels")]
-    TooLarge { path: String, width: u32, height: u32, mp: f64, limit_mp: f64 },
+    TooLarge {
+        path: String,
+        width: u32,
+        height: u32,
+        mp: f64,
+        limit_mp: f64,
+    },
     #[error("{path}: corrupt or truncated image: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: cannot encode: {reason}")]
     Encode { path: String, reason: String },
 }
@@ -39,7 +49,10 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
     let p = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => IoError::Missing { path: p.clone() },
-        _ => IoError::Io { path: p.clone(), source: e },
+        _ => IoError::Io {
+            path: p.clone(),
+            source: e,
+        },
     })?;
     if meta.is_dir() {
         return Err(IoError::NotAnImage { path: p });
@@ -50,33 +63,63 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
     let mut head = [0u8; 64];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| IoError::Io { path: p.clone(), source: e })?;
-        f.read(&mut head).map_err(|e| IoError::Io { path: p.clone(), source: e })?
+        let mut f = std::fs::File::open(path).map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        f.read(&mut head).map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })?
     };
     // Judge by content, not by the file name's extension.
     if image::guess_format(&head[..n]).is_err() {
         return Err(IoError::NotAnImage { path: p });
     }
     let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, IoError> {
-        let r = image::ImageReader::open(path).map_err(|e| IoError::Io { path: p.clone(), source: e })?;
-        let r = r.with_guessed_format().map_err(|e| IoError::Io { path: p.clone(), source: e })?;
+        let r = image::ImageReader::open(path).map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        let r = r.with_guessed_format().map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
         if r.format().is_none() {
             return Err(IoError::NotAnImage { path: p.clone() });
         }
         Ok(r)
     };
     let corrupt = |e: image::ImageError| match e {
-        image::ImageError::Unsupported(u) => IoError::Corrupt { path: p.clone(), reason: format!("unsupported: {u}") },
-        image::ImageError::Limits(l) => IoError::Corrupt { path: p.clone(), reason: format!("decoder limit: {l}") },
-        other => IoError::Corrupt { path: p.clone(), reason: other.to_string() },
+        image::ImageError::Unsupported(u) => IoError::Corrupt {
+            path: p.clone(),
+            reason: format!("unsupported: {u}"),
+        },
+        image::ImageError::Limits(l) => IoError::Corrupt {
+            path: p.clone(),
+            reason: format!("decoder limit: {l}"),
+        },
+        other => IoError::Corrupt {
+            path: p.clone(),
+            reason: other.to_string(),
+        },
     };
     let (w, h) = open()?.into_dimensions().map_err(corrupt)?;
     let pixels = w as u64 * h as u64;
     if pixels == 0 {
-        return Err(IoError::Corrupt { path: p, reason: format!("{w}x{h} has no pixels") });
+        return Err(IoError::Corrupt {
+            path: p,
+            reason: format!("{w}x{h} has no pixels"),
+        });
     }
     if pixels > max_pixels {
-        return Err(IoError::TooLarge { path: p, width: w, height: h, mp: pixels as f64 / 1e6, limit_mp: max_pixels as f64 / 1e6 });
+        return Err(IoError::TooLarge {
+            path: p,
+            width: w,
+            height: h,
+            mp: pixels as f64 / 1e6,
+            limit_mp: max_pixels as f64 / 1e6,
+        });
     }
     let mut reader = open()?;
     let mut limits = image::Limits::default();
@@ -87,7 +130,10 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
     reader.limits(limits);
     let img = reader.decode().map_err(corrupt)?;
     let rgb = img.into_rgb8();
-    RgbImage::new(w as usize, h as usize, rgb.into_raw()).map_err(|e| IoError::Corrupt { path: p, reason: e.to_string() })
+    RgbImage::new(w as usize, h as usize, rgb.into_raw()).map_err(|e| IoError::Corrupt {
+        path: p,
+        reason: e.to_string(),
+    })
 }
 
 /// The PASCAL VOC colour map: colour of label `i` (0 black, 1 dark red, 2 green, …).
@@ -104,18 +150,46 @@ pub fn voc_color(i: usize) -> [u8; 3] {
 }
 
 /// Write `bytes` produced by `fill` to `path` atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<(), String>) -> Result<(), IoError> {
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), String>,
+) -> Result<(), IoError> {
     let p = path.display().to_string();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| IoError::Io { path: dir.display().to_string(), source: e })?;
-    let tmp: PathBuf = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| IoError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
     let result = (|| {
-        let f = std::fs::File::create(&tmp).map_err(|e| IoError::Io { path: tmp.display().to_string(), source: e })?;
+        let f = std::fs::File::create(&tmp).map_err(|e| IoError::Io {
+            path: tmp.display().to_string(),
+            source: e,
+        })?;
         let mut w = BufWriter::new(f);
-        fill(&mut w).map_err(|reason| IoError::Encode { path: p.clone(), reason })?;
-        let f = w.into_inner().map_err(|e| IoError::Io { path: p.clone(), source: e.into_error() })?;
-        f.sync_all().map_err(|e| IoError::Io { path: p.clone(), source: e })?;
-        std::fs::rename(&tmp, path).map_err(|e| IoError::Io { path: p.clone(), source: e })
+        fill(&mut w).map_err(|reason| IoError::Encode {
+            path: p.clone(),
+            reason,
+        })?;
+        let f = w.into_inner().map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| IoError::Io {
+            path: p.clone(),
+            source: e,
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -144,11 +218,22 @@ pub fn write_label_png(path: &Path, seg: &Segmentation) -> Result<(), IoError> {
     })
 }
 
-fn draw_text(buf: &mut [u8], width: usize, x0: usize, y0: usize, text: &str, scale: usize, color: [u8; 3]) {
+fn draw_text(
+    buf: &mut [u8],
+    width: usize,
+    x0: usize,
+    y0: usize,
+    text: &str,
+    scale: usize,
+    color: [u8; 3],
+) {
     use font8x8::UnicodeFonts;
     let height = buf.len() / (width * 3);
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits >> col & 1 == 1 {
@@ -156,7 +241,8 @@ fn draw_text(buf: &mut [u8], width: usize, x0: usize, y0: usize, text: &str, sca
                         for dx in 0..scale {
                             let (x, y) = (x0 + (i * 8 + col) * scale + dx, y0 + row * scale + dy);
                             if x < width && y < height {
-                                buf[(y * width + x) * 3..(y * width + x) * 3 + 3].copy_from_slice(&color);
+                                buf[(y * width + x) * 3..(y * width + x) * 3 + 3]
+                                    .copy_from_slice(&color);
                             }
                         }
                     }
@@ -168,7 +254,12 @@ fn draw_text(buf: &mut [u8], width: usize, x0: usize, y0: usize, text: &str, sca
 
 /// The image with the labels blended over it (50 %; background left as it is) and a legend below: one swatch, name and
 /// pixel share per label present.
-pub fn write_overlay_png(path: &Path, image: &RgbImage, seg: &Segmentation, names: &[String]) -> Result<(), IoError> {
+pub fn write_overlay_png(
+    path: &Path,
+    image: &RgbImage,
+    seg: &Segmentation,
+    names: &[String],
+) -> Result<(), IoError> {
     let (w, h) = (image.width, image.height);
     let fractions = seg.fractions();
     let present: Vec<usize> = (0..seg.channels).filter(|&c| fractions[c] > 0.0).collect();
@@ -183,7 +274,8 @@ pub fn write_overlay_png(path: &Path, image: &RgbImage, seg: &Segmentation, name
         for x in 0..w {
             let label = seg.labels[y * w + x] as usize;
             if background && label == 0 {
-                buf[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3].copy_from_slice(&image.data[(y * w + x) * 3..(y * w + x) * 3 + 3]);
+                buf[(y * out_w + x) * 3..(y * out_w + x) * 3 + 3]
+                    .copy_from_slice(&image.data[(y * w + x) * 3..(y * w + x) * 3 + 3]);
                 continue;
             }
             let c = voc_color(label);
@@ -202,7 +294,15 @@ pub fn write_overlay_png(path: &Path, image: &RgbImage, seg: &Segmentation, name
             }
         }
         let name = names.get(c).map(String::as_str).unwrap_or("?");
-        draw_text(&mut buf, out_w, 12 * scale, y, &format!("{c:>2} {name} {:.1}%", fractions[c] * 100.0), scale, [0, 0, 0]);
+        draw_text(
+            &mut buf,
+            out_w,
+            12 * scale,
+            y,
+            &format!("{c:>2} {name} {:.1}%", fractions[c] * 100.0),
+            scale,
+            [0, 0, 0],
+        );
     }
     write_atomic(path, |wr| {
         let mut enc = png::Encoder::new(wr, out_w as u32, total_h as u32);

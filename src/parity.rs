@@ -47,7 +47,10 @@ impl Report {
     }
 
     pub fn print(&self) {
-        println!("{:<34} {:>12} {:>12}  result", "tensor", "max abs err", "rel err");
+        println!(
+            "{:<34} {:>12} {:>12}  result",
+            "tensor", "max abs err", "rel err"
+        );
         for r in &self.rows {
             println!(
                 "{:<34} {:>12.3e} {:>12.3e}  {}{}",
@@ -55,7 +58,11 @@ impl Report {
                 r.max_abs,
                 r.rel,
                 if r.ok { "ok" } else { "FAIL" },
-                if r.note.is_empty() { String::new() } else { format!("  ({})", r.note) }
+                if r.note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", r.note)
+                }
             );
         }
         for s in &self.skipped {
@@ -69,13 +76,29 @@ impl Report {
         let o = ours.to_dtype(DType::F64)?.flatten_all()?;
         let r = reference.to_dtype(DType::F64)?.flatten_all()?;
         if o.dims() != r.dims() {
-            self.rows.push(Row { name: name.into(), max_abs: f64::NAN, rel: f64::NAN, ok: false, note: format!("shape {:?} vs {:?}", ours.dims(), reference.dims()) });
+            self.rows.push(Row {
+                name: name.into(),
+                max_abs: f64::NAN,
+                rel: f64::NAN,
+                ok: false,
+                note: format!("shape {:?} vs {:?}", ours.dims(), reference.dims()),
+            });
             return Ok(());
         }
         let max_abs = (&o - &r)?.abs()?.max(0)?.to_scalar::<f64>()?;
         let scale = r.abs()?.max(0)?.to_scalar::<f64>()?;
-        let rel = if scale > 0.0 { max_abs / scale } else { max_abs };
-        self.rows.push(Row { name: name.into(), max_abs, rel, ok: rel <= REL_TOL, note: String::new() });
+        let rel = if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        };
+        self.rows.push(Row {
+            name: name.into(),
+            max_abs,
+            rel,
+            ok: rel <= REL_TOL,
+            note: String::new(),
+        });
         Ok(())
     }
 
@@ -97,7 +120,13 @@ impl Report {
             (0, e) => format!("{e} near-tie pixel(s) differ"),
             (b, _) => format!("{b} of {} differ", reference.len()),
         };
-        self.rows.push(Row { name: name.into(), max_abs: bad as f64, rel: 0.0, ok, note });
+        self.rows.push(Row {
+            name: name.into(),
+            max_abs: bad as f64,
+            rel: 0.0,
+            ok,
+            note,
+        });
     }
 }
 
@@ -106,11 +135,19 @@ fn load(dir: &Path, file: &str) -> Result<Option<HashMap<String, Tensor>>> {
     if !p.exists() {
         return Ok(None);
     }
-    Ok(Some(candle_core::safetensors::load(&p, &Device::Cpu).with_context(|| format!("reading {}", p.display()))?))
+    Ok(Some(
+        candle_core::safetensors::load(&p, &Device::Cpu)
+            .with_context(|| format!("reading {}", p.display()))?,
+    ))
 }
 
 fn ints(t: &Tensor) -> Result<Vec<i64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.into_iter().map(|v| v as i64).collect())
+    Ok(t.to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|v| v as i64)
+        .collect())
 }
 
 /// Run every check of the parity folder `dir` (weights rebuilt from its `config.json` seed).
@@ -120,7 +157,14 @@ pub fn run(dir: &Path) -> Result<Report> {
     let cfg = SegClipConfig::from_parity_json(&cfg_text)?;
     let meta: serde_json::Value = serde_json::from_str(&cfg_text)?;
     let seed = meta["weights"]["seed"].as_u64().unwrap_or(0);
-    let classes: Vec<String> = meta["class_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+    let classes: Vec<String> = meta["class_names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     let device = Device::Cpu;
     let sd = seeded_state_dict(&cfg, seed, &device)?;
     let model = SegClip::from_state_dict(sd, &cfg, &device)?;
@@ -134,10 +178,19 @@ pub fn run(dir: &Path) -> Result<Report> {
         let raw: Vec<u8> = u8s.flatten_all()?.to_vec1()?;
         let mut planar = Vec::new();
         for i in 0..b {
-            planar.extend(normalize_clip(&raw[i * h * w * 3..(i + 1) * h * w * 3], (h, w)));
+            planar.extend(normalize_clip(
+                &raw[i * h * w * 3..(i + 1) * h * w * 3],
+                (h, w),
+            ));
         }
-        report.float("input.pixels", &Tensor::from_vec(planar, (b, 3, h, w), &device)?, &inf["input.pixels"])?;
-        model.visual.forward(&inf["input.pixels"], None, Some(&mut visual_trace))?;
+        report.float(
+            "input.pixels",
+            &Tensor::from_vec(planar, (b, 3, h, w), &device)?,
+            &inf["input.pixels"],
+        )?;
+        model
+            .visual
+            .forward(&inf["input.pixels"], None, Some(&mut visual_trace))?;
         for (name, t) in &visual_trace.tensors {
             let Some(r) = inf.get(name) else { continue };
             if name == "group.hard_attn" {
@@ -149,12 +202,20 @@ pub fn run(dir: &Path) -> Result<Report> {
         // A batch gives the same numbers as its crops one by one.
         if b > 1 {
             let mut one = Trace::default();
-            model.visual.forward(&inf["input.pixels"].narrow(0, 1, 1)?, None, Some(&mut one))?;
+            model
+                .visual
+                .forward(&inf["input.pixels"].narrow(0, 1, 1)?, None, Some(&mut one))?;
             let ours = one.get("vision.hidden").context("trace")?;
-            report.float("batch-vs-single: vision.hidden[1]", ours, &inf["vision.hidden"].narrow(0, 1, 1)?)?;
+            report.float(
+                "batch-vs-single: vision.hidden[1]",
+                ours,
+                &inf["vision.hidden"].narrow(0, 1, 1)?,
+            )?;
         }
     } else {
-        report.skipped.push("inference.safetensors is absent".into());
+        report
+            .skipped
+            .push("inference.safetensors is absent".into());
     }
 
     // Text tower.
@@ -165,33 +226,92 @@ pub fn run(dir: &Path) -> Result<Report> {
         report.float("text.emb", &emb, &txt["text.emb"])?;
         let after = trace.get("text.after_block0").context("trace")?;
         let n = txt["text.after_block0"].dim(1)?;
-        report.float("text.after_block0", &after.narrow(1, 0, n)?, &txt["text.after_block0"])?;
-        report.float("text.emb32", &model.text.forward(&txt["text.ids32"], None)?, &txt["text.emb32"])?;
+        report.float(
+            "text.after_block0",
+            &after.narrow(1, 0, n)?,
+            &txt["text.after_block0"],
+        )?;
+        report.float(
+            "text.emb32",
+            &model.text.forward(&txt["text.ids32"], None)?,
+            &txt["text.emb32"],
+        )?;
         // Our tokenizer and the trimmed (up-to-EOT) path.
-        let prompts: Vec<String> = classes.iter().map(|c| Templates::fill(Templates::SIMPLE_TEMPLATE, c)).collect();
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| clf.tokenizer().encode(p).map(|e| e.ids)).collect::<Result<_, _>>()?;
-        let padded: Vec<i64> = ids.iter().flat_map(|e| { let mut v: Vec<i64> = e.iter().map(|&x| x as i64).collect(); v.resize(77, 0); v }).collect();
-        report.exact("tokenizer: text.ids", &padded, &ints(&txt["text.ids"])?, None);
-        report.float("text.emb (up to EOT only)", &model.text.encode(&ids)?, &txt["text.emb"])?;
+        let prompts: Vec<String> = classes
+            .iter()
+            .map(|c| Templates::fill(Templates::SIMPLE_TEMPLATE, c))
+            .collect();
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| clf.tokenizer().encode(p).map(|e| e.ids))
+            .collect::<Result<_, _>>()?;
+        let padded: Vec<i64> = ids
+            .iter()
+            .flat_map(|e| {
+                let mut v: Vec<i64> = e.iter().map(|&x| x as i64).collect();
+                v.resize(77, 0);
+                v
+            })
+            .collect();
+        report.exact(
+            "tokenizer: text.ids",
+            &padded,
+            &ints(&txt["text.ids"])?,
+            None,
+        );
+        report.float(
+            "text.emb (up to EOT only)",
+            &model.text.encode(&ids)?,
+            &txt["text.emb"],
+        )?;
     } else {
         report.skipped.push("text.safetensors is absent".into());
     }
 
     // Per-crop decode of crop 0.
-    if let (Some(dec), Some(_)) = (load(dir, "decode.safetensors")?, visual_trace.get("vision.image_emb")) {
+    if let (Some(dec), Some(_)) = (
+        load(dir, "decode.safetensors")?,
+        visual_trace.get("vision.image_emb"),
+    ) {
         let list = ClassList::new(classes.iter().map(|c| vec![c.clone()]).collect())?;
         let text = clf.classify(&model.text, &list, Templates::Simple)?;
-        report.float("decode.text_emb_normed", &text, &dec["decode.text_emb_normed"])?;
+        report.float(
+            "decode.text_emb_normed",
+            &text,
+            &dec["decode.text_emb_normed"],
+        )?;
         let soft = visual_trace.get("group.soft_attn").context("trace")?.i(0)?;
-        let reg = visual_trace.get("vision.region_emb").context("trace")?.i(0)?;
-        let img = visual_trace.get("vision.image_emb").context("trace")?.i(0)?;
+        let reg = visual_trace
+            .get("vision.region_emb")
+            .context("trace")?
+            .i(0)?;
+        let img = visual_trace
+            .get("vision.image_emb")
+            .context("trace")?
+            .i(0)?;
         let g = cfg.vision.grid();
         let (_, h, w) = dec["decode.amap"].dims3()?;
-        let v = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?) };
-        let thr_cfg = dec["decode.bg_thresh_cfg"].to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let opts = DecodeOptions { topk: 5, bg_thresh: Some(thr_cfg) };
+        let v = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        let thr_cfg = dec["decode.bg_thresh_cfg"]
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
+        let opts = DecodeOptions {
+            topk: 5,
+            bg_thresh: Some(thr_cfg),
+        };
         let scale = model.logit_scale_exp()?;
-        let crop = decode_crop(&v(&soft)?, (g, g), &v(&reg)?, &v(&img)?, &v(&text)?, scale, (h, w), &opts);
+        let crop = decode_crop(
+            &v(&soft)?,
+            (g, g),
+            &v(&reg)?,
+            &v(&img)?,
+            &v(&text)?,
+            scale,
+            (h, w),
+            &opts,
+        );
         let mut t = Trace::default();
         record_decode(&mut t, &crop, &device)?;
         // Near-tie pixels of the reference assignment map.
@@ -204,10 +324,21 @@ pub fn run(dir: &Path) -> Result<Report> {
                 vals[0] - vals[1] < 1e-4
             })
             .collect();
-        for name in ["decode.amap", "decode.G", "decode.image_probs", "decode.F", "decode.bg_thresh_used"] {
+        for name in [
+            "decode.amap",
+            "decode.G",
+            "decode.image_probs",
+            "decode.F",
+            "decode.bg_thresh_used",
+        ] {
             report.float(name, t.get(name).context("trace")?, &dec[name])?;
         }
-        report.exact("decode.topk_indices", &ints(t.get("decode.topk_indices").context("trace")?)?, &ints(&dec["decode.topk_indices"])?, None);
+        report.exact(
+            "decode.topk_indices",
+            &ints(t.get("decode.topk_indices").context("trace")?)?,
+            &ints(&dec["decode.topk_indices"])?,
+            None,
+        );
         let group = ints(t.get("decode.group").context("trace")?)?;
         let group_ref = ints(&dec["decode.group"])?;
         report.exact("decode.group", &group, &group_ref, Some(&near_tie));
@@ -224,11 +355,29 @@ pub fn run(dir: &Path) -> Result<Report> {
             max_abs = max_abs.max(d);
             scale_ref = scale_ref.max((*b as f64).abs());
             if half {
-                worst_rel = worst_rel.max(d / (2f64.powi(-11) * (*b as f64).abs()).max(f64::MIN_POSITIVE));
+                worst_rel =
+                    worst_rel.max(d / (2f64.powi(-11) * (*b as f64).abs()).max(f64::MIN_POSITIVE));
             }
         }
-        let (rel, ok) = if half { (worst_rel, worst_rel <= 1.0) } else { (max_abs / scale_ref.max(1e-30), max_abs <= REL_TOL * scale_ref) };
-        report.rows.push(Row { name: "decode.logits".into(), max_abs, rel, ok, note: if half { "float16 rule: rel = err / (2^-11 |ref|)".into() } else { String::new() } });
+        let (rel, ok) = if half {
+            (worst_rel, worst_rel <= 1.0)
+        } else {
+            (
+                max_abs / scale_ref.max(1e-30),
+                max_abs <= REL_TOL * scale_ref,
+            )
+        };
+        report.rows.push(Row {
+            name: "decode.logits".into(),
+            max_abs,
+            rel,
+            ok,
+            note: if half {
+                "float16 rule: rel = err / (2^-11 |ref|)".into()
+            } else {
+                String::new()
+            },
+        });
         let seg: Vec<i64> = (0..h * w)
             .map(|p| {
                 let mut best = (0usize, f32::NEG_INFINITY);
@@ -242,23 +391,50 @@ pub fn run(dir: &Path) -> Result<Report> {
             })
             .collect();
         let excused: Vec<bool> = same.iter().map(|s| !s).collect();
-        report.exact("decode.seg", &seg, &ints(&dec["decode.seg"])?, Some(&excused));
-        if let (Some(alt_bg), Some(alt_thr)) = (dec.get("decode.alt.bg"), dec.get("decode.alt.bg_thresh_cfg")) {
+        report.exact(
+            "decode.seg",
+            &seg,
+            &ints(&dec["decode.seg"])?,
+            Some(&excused),
+        );
+        if let (Some(alt_bg), Some(alt_thr)) = (
+            dec.get("decode.alt.bg"),
+            dec.get("decode.alt.bg_thresh_cfg"),
+        ) {
             let thr = alt_thr.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-            let alt = decode_crop(&v(&soft)?, (g, g), &v(&reg)?, &v(&img)?, &v(&text)?, scale, (h, w), &DecodeOptions { topk: 5, bg_thresh: Some(thr) });
+            let alt = decode_crop(
+                &v(&soft)?,
+                (g, g),
+                &v(&reg)?,
+                &v(&img)?,
+                &v(&text)?,
+                scale,
+                (h, w),
+                &DecodeOptions {
+                    topk: 5,
+                    bg_thresh: Some(thr),
+                },
+            );
             let bg: Vec<i64> = (0..h * w).map(|p| alt.logit(0, p) as i64).collect();
             report.exact("decode.alt.bg", &bg, &ints(alt_bg)?, Some(&excused));
         }
     } else {
-        report.skipped.push("decode.safetensors is absent (or no inference to decode)".into());
+        report
+            .skipped
+            .push("decode.safetensors is absent (or no inference to decode)".into());
     }
     for f in ["train.safetensors", "optim.safetensors"] {
         if dir.join(f).exists() {
-            report.skipped.push(format!("{f}: the training parity comes with segclip-train (issue 4)"));
+            report.skipped.push(format!(
+                "{f}: the training parity comes with segclip-train (issue 4)"
+            ));
         }
     }
     if report.rows.is_empty() {
-        bail!("{} holds no parity vectors (inference/text/decode .safetensors)", dir.display());
+        bail!(
+            "{} holds no parity vectors (inference/text/decode .safetensors)",
+            dir.display()
+        );
     }
     Ok(report)
 }

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use segclip_group::zeroshot::{segment, ClassList, RgbImage, SegmentOptions, Segmentation, Templates, TextClassifier};
+use segclip_group::zeroshot::{
+    segment, ClassList, RgbImage, SegmentOptions, Segmentation, Templates, TextClassifier,
+};
 use segclip_group::SegClip;
 use segclip_vit::Trace;
 use serde::Serialize;
@@ -14,7 +16,8 @@ use serde::Serialize;
 use crate::io;
 
 /// Where the published SegCLIP checkpoint lives (README of the official code).
-pub const SEGCLIP_CHECKPOINT_URL: &str = "https://github.com/ArrowLuo/SegCLIP/releases/download/checkpoint_v0/segclip.bin";
+pub const SEGCLIP_CHECKPOINT_URL: &str =
+    "https://github.com/ArrowLuo/SegCLIP/releases/download/checkpoint_v0/segclip.bin";
 
 /// A loaded model with its prompt cache.
 pub struct Segmenter {
@@ -58,7 +61,8 @@ struct Summary<'a> {
 impl Segmenter {
     /// Load weights from a path or hub id. Without weights, say where to get them.
     pub fn load(weights: &str, device: &Device) -> Result<Self> {
-        let model = SegClip::load(weights, device).with_context(|| format!("loading weights `{weights}`"))?;
+        let model = SegClip::load(weights, device)
+            .with_context(|| format!("loading weights `{weights}`"))?;
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
             model,
@@ -78,7 +82,9 @@ impl Segmenter {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Segmentation, f64)> {
         let t0 = Instant::now();
-        let text = self.classifier.classify(&self.model.text, classes, self.templates)?;
+        let text = self
+            .classifier
+            .classify(&self.model.text, classes, self.templates)?;
         let text_ms = t0.elapsed().as_secs_f64() * 1e3;
         let seg = segment(&self.model, image, &text, &self.options, trace, progress)?;
         Ok((seg, text_ms))
@@ -99,15 +105,23 @@ impl Segmenter {
         let image = io::read_image(image_path, max_pixels)?;
         let read_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut trace = Trace::default();
-        let (seg, text_ms) = self.segment(&image, classes, dump_tensors.map(|_| &mut trace), progress)?;
-        let stem = image_path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let (seg, text_ms) =
+            self.segment(&image, classes, dump_tensors.map(|_| &mut trace), progress)?;
+        let stem = image_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image");
         let outputs = Outputs {
             labels: out_dir.join(format!("{stem}.labels.png")),
             overlay: out_dir.join(format!("{stem}.overlay.png")),
             json: out_dir.join(format!("{stem}.json")),
         };
         let t1 = Instant::now();
-        let mut names = vec![if self.options.decode.bg_thresh.is_some() { "background".to_string() } else { "(none)".to_string() }];
+        let mut names = vec![if self.options.decode.bg_thresh.is_some() {
+            "background".to_string()
+        } else {
+            "(none)".to_string()
+        }];
         names.extend(classes.names());
         io::write_label_png(&outputs.labels, &seg)?;
         io::write_overlay_png(&outputs.overlay, &image, &seg, &names)?;
@@ -115,10 +129,20 @@ impl Segmenter {
         let fr = seg.fractions();
         let mut shares = Vec::new();
         if self.options.decode.bg_thresh.is_some() {
-            shares.push(ClassShare { label: 0, name: "background".into(), synonyms: vec![], fraction: fr[0] });
+            shares.push(ClassShare {
+                label: 0,
+                name: "background".into(),
+                synonyms: vec![],
+                fraction: fr[0],
+            });
         }
         for (k, c) in classes.classes.iter().enumerate() {
-            shares.push(ClassShare { label: k + 1, name: c.name().into(), synonyms: c.synonyms.clone(), fraction: fr[k + 1] });
+            shares.push(ClassShare {
+                label: k + 1,
+                name: c.name().into(),
+                synonyms: c.synonyms.clone(),
+                fraction: fr[k + 1],
+            });
         }
         let t = &seg.timings;
         let summary = Summary {
@@ -140,11 +164,15 @@ impl Segmenter {
             }),
         };
         let json = serde_json::to_string_pretty(&summary)?;
-        io::write_atomic(&outputs.json, |w| w.write_all(json.as_bytes()).map_err(|e| e.to_string()))?;
+        io::write_atomic(&outputs.json, |w| {
+            w.write_all(json.as_bytes()).map_err(|e| e.to_string())
+        })?;
         if let Some(path) = dump_tensors {
-            let map: std::collections::HashMap<String, candle_core::Tensor> = trace.tensors.into_iter().collect();
+            let map: std::collections::HashMap<String, candle_core::Tensor> =
+                trace.tensors.into_iter().collect();
             let tmp = path.with_extension("safetensors.tmp");
-            candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            candle_core::safetensors::save(&map, &tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok((seg, outputs))
@@ -156,8 +184,13 @@ pub fn read_classes(list: Option<&str>, file: Option<&Path>) -> Result<ClassList
     Ok(match (list, file) {
         (Some(_), Some(_)) => anyhow::bail!("give either --classes or --classes-file, not both"),
         (Some(s), None) => ClassList::parse_arg(s)?,
-        (None, Some(f)) => ClassList::parse_file(&std::fs::read_to_string(f).with_context(|| format!("reading the class file {}", f.display()))?)?,
-        (None, None) => anyhow::bail!("no classes: pass --classes \"cat,dog,sofa\" or --classes-file classes.txt"),
+        (None, Some(f)) => ClassList::parse_file(
+            &std::fs::read_to_string(f)
+                .with_context(|| format!("reading the class file {}", f.display()))?,
+        )?,
+        (None, None) => anyhow::bail!(
+            "no classes: pass --classes \"cat,dog,sofa\" or --classes-file classes.txt"
+        ),
     })
 }
 

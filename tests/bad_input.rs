@@ -21,7 +21,11 @@ fn workdir() -> &'static Path {
 fn weights() -> &'static Path {
     static W: OnceLock<PathBuf> = OnceLock::new();
     W.get_or_init(|| {
-        let cfg = SegClipConfig::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/parity/small/config.json"))).unwrap();
+        let cfg = SegClipConfig::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/parity/small/config.json"
+        )))
+        .unwrap();
         let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &Device::Cpu).unwrap();
         let p = workdir().join("small.safetensors");
         candle_core::safetensors::save(&sd.tensors, &p).unwrap();
@@ -39,14 +43,18 @@ fn segment(image: &Path, classes: &str, weights: &Path) -> (i32, String) {
         .arg(workdir().join("out"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().unwrap_or(-1), text)
 }
 
 fn expect_error(image: &Path, classes: &str, weights: &Path, needle: &str) {
     let (code, text) = segment(image, classes, weights);
     assert_eq!(code, 1, "expected a clean error, got status {code}: {text}");
-    assert!(text.contains(needle), "error should mention {needle:?}: {text}");
+    assert!(
+        text.contains(needle),
+        "error should mention {needle:?}: {text}"
+    );
     assert!(!text.contains("panicked"), "{text}");
 }
 
@@ -57,7 +65,9 @@ fn write_png(name: &str, img: image::DynamicImage) -> PathBuf {
 }
 
 fn photo() -> PathBuf {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+    });
     write_png("photo.png", img.into())
 }
 
@@ -77,7 +87,12 @@ fn unreadable_images_are_named() {
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     expect_error(&truncated, "cat", w, "corrupt or truncated");
 
-    expect_error(&workdir().join("does-not-exist.png"), "cat", w, "no such file");
+    expect_error(
+        &workdir().join("does-not-exist.png"),
+        "cat",
+        w,
+        "no such file",
+    );
 }
 
 fn crc32(data: &[u8]) -> u32 {
@@ -85,7 +100,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 == 1 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -120,11 +139,40 @@ fn huge_images_are_refused_before_decoding() {
 fn odd_but_valid_images_segment() {
     let w = weights();
     let cases = [
-        ("one.png", image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([200, 10, 10])))),
-        ("gray.png", image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 30, |x, _| image::Luma([x as u8 * 6])))),
-        ("rgba.png", image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(30, 50, |x, y| image::Rgba([x as u8, y as u8, 9, 128])))),
-        ("deep.png", image::DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(33, 17, |x, y| image::Rgb([x as u16 * 1000, y as u16 * 3000, 7])))),
-        ("thin.png", image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(3, 900, image::Rgb([1, 2, 3])))),
+        (
+            "one.png",
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+                1,
+                1,
+                image::Rgb([200, 10, 10]),
+            )),
+        ),
+        (
+            "gray.png",
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 30, |x, _| {
+                image::Luma([x as u8 * 6])
+            })),
+        ),
+        (
+            "rgba.png",
+            image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(30, 50, |x, y| {
+                image::Rgba([x as u8, y as u8, 9, 128])
+            })),
+        ),
+        (
+            "deep.png",
+            image::DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(33, 17, |x, y| {
+                image::Rgb([x as u16 * 1000, y as u16 * 3000, 7])
+            })),
+        ),
+        (
+            "thin.png",
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+                3,
+                900,
+                image::Rgb([1, 2, 3]),
+            )),
+        ),
     ];
     for (name, img) in cases {
         let p = write_png(name, img.clone());
@@ -132,11 +180,25 @@ fn odd_but_valid_images_segment() {
         assert_eq!(code, 0, "{name}: {text}");
         let stem = name.trim_end_matches(".png");
         let labels = image::open(workdir().join("out").join(format!("{stem}.labels.png"))).unwrap();
-        assert_eq!((labels.width(), labels.height()), (img.width(), img.height()), "{name}: labels keep the input size");
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(workdir().join("out").join(format!("{stem}.json"))).unwrap()).unwrap();
-        let total: f64 = json["classes"].as_array().unwrap().iter().map(|c| c["fraction"].as_f64().unwrap()).sum();
-        assert!((total - 1.0).abs() < 1e-9, "{name}: fractions sum to {total}");
+        assert_eq!(
+            (labels.width(), labels.height()),
+            (img.width(), img.height()),
+            "{name}: labels keep the input size"
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(workdir().join("out").join(format!("{stem}.json"))).unwrap(),
+        )
+        .unwrap();
+        let total: f64 = json["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["fraction"].as_f64().unwrap())
+            .sum();
+        assert!(
+            (total - 1.0).abs() < 1e-9,
+            "{name}: fractions sum to {total}"
+        );
     }
     // A palette PNG.
     let p = workdir().join("palette.png");
@@ -158,7 +220,12 @@ fn bad_class_lists_are_named() {
     expect_error(&img, "cat,dog,cat", w, "unique");
     expect_error(&img, "cat,,dog", w, "empty name");
     let long = vec!["word"; 80].join(" ");
-    expect_error(&img, &format!("cat,{long}"), w, "longer than the text context of 77 tokens");
+    expect_error(
+        &img,
+        &format!("cat,{long}"),
+        w,
+        "longer than the text context of 77 tokens",
+    );
 }
 
 #[test]
@@ -168,17 +235,40 @@ fn wrong_checkpoints_are_named() {
     let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &dev).unwrap();
 
     let bert = workdir().join("bert.safetensors");
-    candle_core::safetensors::save(&std::collections::HashMap::from([("bert.embeddings.word_embeddings.weight".to_string(), z(&[4, 2]))]), &bert).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([(
+            "bert.embeddings.word_embeddings.weight".to_string(),
+            z(&[4, 2]),
+        )]),
+        &bert,
+    )
+    .unwrap();
     expect_error(&img, "cat", &bert, "not a SegCLIP or CLIP checkpoint");
 
     let clip = workdir().join("clip.safetensors");
-    let clip_keys = [("visual.conv1.weight", vec![8, 3, 16, 16]), ("visual.positional_embedding", vec![197, 8]), ("positional_embedding", vec![77, 8])];
-    candle_core::safetensors::save(&clip_keys.iter().map(|(k, s)| (k.to_string(), z(s))).collect(), &clip).unwrap();
+    let clip_keys = [
+        ("visual.conv1.weight", vec![8, 3, 16, 16]),
+        ("visual.positional_embedding", vec![197, 8]),
+        ("positional_embedding", vec![77, 8]),
+    ];
+    candle_core::safetensors::save(
+        &clip_keys
+            .iter()
+            .map(|(k, s)| (k.to_string(), z(s)))
+            .collect(),
+        &clip,
+    )
+    .unwrap();
     expect_error(&img, "cat", &clip, "plain CLIP model");
 
-    let cfg = SegClipConfig::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/parity/small/config.json"))).unwrap();
+    let cfg = SegClipConfig::from_file(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/parity/small/config.json"
+    )))
+    .unwrap();
     let mut sd = segclip::group::model::seeded_state_dict(&cfg, 0, &dev).unwrap();
-    sd.tensors.insert("clip.visual.ln_post.weight".into(), z(&[5]));
+    sd.tensors
+        .insert("clip.visual.ln_post.weight".into(), z(&[5]));
     let bad = workdir().join("misshaped.safetensors");
     candle_core::safetensors::save(&sd.tensors, &bad).unwrap();
     expect_error(&img, "cat", &bad, "`clip.visual.ln_post.weight`");

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use segclip::group::SegClipConfig;
 
 fn fixture(set: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/parity").join(set)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/parity")
+        .join(set)
 }
 
 fn check(set: &str) {
@@ -15,7 +17,15 @@ fn check(set: &str) {
     report.print();
     assert!(report.passed(), "parity failed for {set}");
     let names: Vec<&str> = report.rows.iter().map(|r| r.name.as_str()).collect();
-    for must in ["group.hard_attn", "vision.image_emb", "text.emb", "text.emb (up to EOT only)", "decode.logits", "decode.seg", "tokenizer: text.ids"] {
+    for must in [
+        "group.hard_attn",
+        "vision.image_emb",
+        "text.emb",
+        "text.emb (up to EOT only)",
+        "decode.logits",
+        "decode.seg",
+        "tokenizer: text.ids",
+    ] {
         assert!(names.contains(&must), "{set}: {must} was not compared");
     }
 }
@@ -66,7 +76,8 @@ fn key_lists_match_the_official_state_dict() {
 fn config_is_inferred_from_checkpoint_shapes() {
     for set in ["small", "full"] {
         let cfg = SegClipConfig::from_file(&fixture(set).join("config.json")).unwrap();
-        let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu).unwrap();
+        let sd =
+            segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu).unwrap();
         assert_eq!(SegClipConfig::infer(&sd).unwrap(), cfg, "{set}");
     }
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "segclip", version, about = "Open-vocabulary semantic segmentation with SegCLIP")]
+#[command(
+    name = "segclip",
+    version,
+    about = "Open-vocabulary semantic segmentation with SegCLIP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,23 +106,47 @@ fn run_segment(a: SegmentArgs) -> Result<()> {
     let weights = a.weights.ok_or_else(segclip::pipeline::no_weights_error)?;
     let device = candle_core::Device::Cpu;
     let mut seg = Segmenter::load(&weights, &device)?;
-    seg.templates = if a.templates == "full" { segclip::group::zeroshot::Templates::Full } else { Default::default() };
+    seg.templates = if a.templates == "full" {
+        segclip::group::zeroshot::Templates::Full
+    } else {
+        Default::default()
+    };
     seg.options.crop = a.crop;
     seg.options.stride = a.stride;
     seg.options.short_side = a.short_side;
     seg.options.decode.topk = a.topk;
-    seg.options.decode.bg_thresh = if a.no_background { None } else { Some(a.bg_thresh) };
+    seg.options.decode.bg_thresh = if a.no_background {
+        None
+    } else {
+        Some(a.bg_thresh)
+    };
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})").unwrap().progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
+            .unwrap()
+            .progress_chars("=> "),
     );
     bar.set_message(a.image.display().to_string());
-    let (s, out) = seg.segment_file(&a.image, &classes, &a.out, a.max_pixels, a.dump_tensors.as_deref(), &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (s, out) = seg.segment_file(
+        &a.image,
+        &classes,
+        &a.out,
+        a.max_pixels,
+        a.dump_tensors.as_deref(),
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let fr = s.fractions();
-    println!("{}x{} -> {} crop(s) at {}x{}", s.width, s.height, s.windows.len(), s.model_size.1, s.model_size.0);
+    println!(
+        "{}x{} -> {} crop(s) at {}x{}",
+        s.width,
+        s.height,
+        s.windows.len(),
+        s.model_size.1,
+        s.model_size.0
+    );
     let mut names = vec!["background".to_string()];
     names.extend(classes.names());
     for (i, f) in fr.iter().enumerate() {
@@ -126,7 +154,12 @@ fn run_segment(a: SegmentArgs) -> Result<()> {
             println!("{:>3} {:<24} {:>6.2}%", i, names[i], f * 100.0);
         }
     }
-    println!("wrote {}, {}, {}", out.labels.display(), out.overlay.display(), out.json.display());
+    println!(
+        "wrote {}, {}, {}",
+        out.labels.display(),
+        out.overlay.display(),
+        out.json.display()
+    );
     Ok(())
 }
 
@@ -146,13 +179,22 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Segment(a) => run_segment(a)?,
-        Command::Bench { save_seeded: Some(path), .. } => {
+        Command::Bench {
+            save_seeded: Some(path),
+            ..
+        } => {
             let cfg = segclip::group::SegClipConfig::vit_b16();
             let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu)?;
             candle_core::safetensors::save(&sd.tensors, &path)?;
             println!("wrote {} ({} tensors)", path.display(), sd.tensors.len());
         }
-        Command::Bench { size, batch, iters, warmup, save_seeded: None } => {
+        Command::Bench {
+            size,
+            batch,
+            iters,
+            warmup,
+            save_seeded: None,
+        } => {
             let dev = candle_core::Device::Cpu;
             let model = segclip::bench::seeded_vit_b16(&dev)?;
             let x = segclip::bench::pixels(batch, size, &dev)?;
@@ -173,7 +215,14 @@ fn run(cli: Cli) -> Result<()> {
             if e.truncated {
                 eprintln!("warning: the text is longer than {context} tokens and was truncated (end token kept)");
             }
-            println!("{}", e.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            println!(
+                "{}",
+                e.ids
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
         }
     }
     Ok(())

@@ -7,8 +7,14 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use segclip_data::superpixels::{felzenszwalb, slic, FelzenszwalbParams, SlicParams};
 
 fn photo() -> (Vec<u8>, usize, usize) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/samples/coffee.png");
-    let img = image::open(path).expect("sample photo").resize_exact(500, 375, image::imageops::FilterType::Triangle).into_rgb8();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../datasets/samples/coffee.png"
+    );
+    let img = image::open(path)
+        .expect("sample photo")
+        .resize_exact(500, 375, image::imageops::FilterType::Triangle)
+        .into_rgb8();
     (img.as_raw().clone(), 375, 500)
 }
 
@@ -16,8 +22,12 @@ fn bench(c: &mut Criterion) {
     let (img, h, w) = photo();
     let mut g = c.benchmark_group("superpixels_500x375");
     g.sample_size(20);
-    g.bench_function("felzenszwalb_segclip", |b| b.iter(|| felzenszwalb(&img, (h, w, 3), &FelzenszwalbParams::default())));
-    g.bench_function("slic_100", |b| b.iter(|| slic(&img, (h, w), &SlicParams::default())));
+    g.bench_function("felzenszwalb_segclip", |b| {
+        b.iter(|| felzenszwalb(&img, (h, w, 3), &FelzenszwalbParams::default()))
+    });
+    g.bench_function("slic_100", |b| {
+        b.iter(|| slic(&img, (h, w), &SlicParams::default()))
+    });
     g.finish();
 }
 

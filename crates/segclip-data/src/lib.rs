@@ -1,8 +1,9 @@
 //! # segclip-data
 //!
 //! Everything SegCLIP's training and evaluation read, computed natively: superpixels
-//! (Felzenszwalb and SLIC as scikit-image defines them), and (with the data issue) patch labels,
-//! masking, transforms, caption and segmentation datasets.
+//! (Felzenszwalb and SLIC as scikit-image defines them), patch labels, MAE masking and the patch
+//! layout, and training transforms. Caption and segmentation dataset loaders come with the data
+//! issue.
 //!
 //! ```
 //! use segclip_data::superpixels::{felzenszwalb, FelzenszwalbParams};
@@ -11,4 +12,7 @@
 //! assert_eq!(seg.count, 1);
 //! ```
 
+pub mod masking;
+pub mod patch_labels;
 pub mod superpixels;
+pub mod transforms;

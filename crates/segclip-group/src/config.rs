@@ -89,15 +89,27 @@ impl SegClipConfig {
             layers0: 10,
             layers2: 2,
             layers_mae2: 2,
-            group: GroupConfig { num_centers: 8, cross_layers: 2, cross_heads: 12, conv_groups: 12, gumbel_tau: 0.9 },
-            decoder: DecoderConfig { dim: 384, depth: 3, heads: 8, ln_eps: 1e-6 },
+            group: GroupConfig {
+                num_centers: 8,
+                cross_layers: 2,
+                cross_heads: 12,
+                conv_groups: 12,
+                gumbel_tau: 0.9,
+            },
+            decoder: DecoderConfig {
+                dim: 384,
+                depth: 3,
+                heads: 8,
+                ln_eps: 1e-6,
+            },
             logit_scale_max: 100.0,
         }
     }
 
     /// A configuration written as the parity fixtures' `config.json`.
     pub fn from_parity_json(text: &str) -> Result<Self> {
-        let p: ParityJson = serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        let p: ParityJson =
+            serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         let cfg = Self {
             vision: VisionConfig {
                 image_size: p.image_size,
@@ -126,7 +138,12 @@ impl SegClipConfig {
                 conv_groups: p.group_conv_groups,
                 gumbel_tau: p.gumbel_tau,
             },
-            decoder: DecoderConfig { dim: p.decoder_embed_dim, depth: p.decoder_depth, heads: p.decoder_heads, ln_eps: p.decoder_ln_eps },
+            decoder: DecoderConfig {
+                dim: p.decoder_embed_dim,
+                depth: p.decoder_depth,
+                heads: p.decoder_heads,
+                ln_eps: p.decoder_ln_eps,
+            },
             logit_scale_max: p.logit_scale_max_exp,
         };
         cfg.validate()?;
@@ -135,7 +152,8 @@ impl SegClipConfig {
 
     /// Read a configuration file: our own serialisation or a parity `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         if let Ok(cfg) = serde_json::from_str::<Self>(&text) {
             cfg.validate()?;
             return Ok(cfg);
@@ -147,7 +165,10 @@ impl SegClipConfig {
         let v = &self.vision;
         let bad = |m: String| Err(Error::Config(m));
         if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
-            return bad(format!("image size {} is not a multiple of patch size {}", v.image_size, v.patch_size));
+            return bad(format!(
+                "image size {} is not a multiple of patch size {}",
+                v.image_size, v.patch_size
+            ));
         }
         for (name, w, h) in [
             ("vision", v.width, v.heads),
@@ -173,20 +194,36 @@ impl SegClipConfig {
         let (c, t, d) = (self.vision.width, self.text.width, self.embed_dim);
         let g = self.vision.grid();
         let mut req: Vec<KeySpec> = Vec::new();
-        push(&mut req, "clip.positional_embedding".into(), &[self.text.context_length, t]);
+        push(
+            &mut req,
+            "clip.positional_embedding".into(),
+            &[self.text.context_length, t],
+        );
         push(&mut req, "clip.text_projection".into(), &[t, d]);
         push(&mut req, "clip.logit_scale".into(), &[]);
         push(&mut req, "clip.visual.class_embedding".into(), &[c]);
-        push(&mut req, "clip.visual.positional_embedding".into(), &[g * g + 1, c]);
+        push(
+            &mut req,
+            "clip.visual.positional_embedding".into(),
+            &[g * g + 1, c],
+        );
         push(&mut req, "clip.visual.proj".into(), &[c, d]);
-        push(&mut req, "clip.visual.conv1.weight".into(), &[c, 3, self.vision.patch_size, self.vision.patch_size]);
+        push(
+            &mut req,
+            "clip.visual.conv1.weight".into(),
+            &[c, 3, self.vision.patch_size, self.vision.patch_size],
+        );
         push(&mut req, "clip.visual.ln_pre.weight".into(), &[c]);
         push(&mut req, "clip.visual.ln_pre.bias".into(), &[c]);
         for i in 0..self.layers0 {
             block_keys(&mut req, &format!("clip.visual.transformer.layers0.{i}"), c);
         }
         let s = "clip.visual.transformer.semantic_layer2";
-        push(&mut req, format!("{s}.semantic_center"), &[self.group.num_centers, c]);
+        push(
+            &mut req,
+            format!("{s}.semantic_center"),
+            &[self.group.num_centers, c],
+        );
         push(&mut req, format!("{s}.norm.weight"), &[c]);
         push(&mut req, format!("{s}.norm.bias"), &[c]);
         for i in 0..self.group.cross_layers {
@@ -222,7 +259,11 @@ impl SegClipConfig {
         }
         push(&mut req, "clip.visual.ln_post.weight".into(), &[c]);
         push(&mut req, "clip.visual.ln_post.bias".into(), &[c]);
-        push(&mut req, "clip.token_embedding.weight".into(), &[self.text.vocab_size, t]);
+        push(
+            &mut req,
+            "clip.token_embedding.weight".into(),
+            &[self.text.vocab_size, t],
+        );
         for i in 0..self.text.layers {
             block_keys(&mut req, &format!("clip.transformer.resblocks.{i}"), t);
         }
@@ -231,15 +272,31 @@ impl SegClipConfig {
 
         let mut opt: Vec<KeySpec> = Vec::new();
         for i in 0..self.layers_mae2 {
-            block_keys(&mut opt, &format!("clip.visual.transformer.layers_mae2.{i}"), c);
+            block_keys(
+                &mut opt,
+                &format!("clip.visual.transformer.layers_mae2.{i}"),
+                c,
+            );
         }
         let l = self.group.num_centers;
-        push(&mut opt, "clip.visual.transformer.reconstruct_layer2.rec_proj_a.a_fc.weight".into(), &[l, l]);
-        push(&mut opt, "clip.visual.transformer.reconstruct_layer2.rec_proj_a.a_fc.bias".into(), &[l]);
+        push(
+            &mut opt,
+            "clip.visual.transformer.reconstruct_layer2.rec_proj_a.a_fc.weight".into(),
+            &[l, l],
+        );
+        push(
+            &mut opt,
+            "clip.visual.transformer.reconstruct_layer2.rec_proj_a.a_fc.bias".into(),
+            &[l],
+        );
         let (e, p) = (self.decoder.dim, self.vision.patch_size);
         let m = "vis_mae_decoder";
         push(&mut opt, format!("{m}.mask_token"), &[1, 1, e]);
-        push(&mut opt, format!("{m}.decoder_pos_embed"), &[1, g * g + 1, e]);
+        push(
+            &mut opt,
+            format!("{m}.decoder_pos_embed"),
+            &[1, g * g + 1, e],
+        );
         push(&mut opt, format!("{m}.decoder_embed.weight"), &[e, c]);
         push(&mut opt, format!("{m}.decoder_embed.bias"), &[e]);
         for i in 0..self.decoder.depth {
@@ -259,7 +316,11 @@ impl SegClipConfig {
         }
         push(&mut opt, format!("{m}.decoder_norm.weight"), &[e]);
         push(&mut opt, format!("{m}.decoder_norm.bias"), &[e]);
-        push(&mut opt, format!("{m}.decoder_pred.weight"), &[p * p * 3, e]);
+        push(
+            &mut opt,
+            format!("{m}.decoder_pred.weight"),
+            &[p * p * 3, e],
+        );
         push(&mut opt, format!("{m}.decoder_pred.bias"), &[p * p * 3]);
         (req, opt)
     }
@@ -305,27 +366,42 @@ impl SegClipConfig {
             })
         };
         let count = |prefix: &str| -> usize {
-            (0..).take_while(|i| sd.tensors.contains_key(&format!("{prefix}.{i}.ln_1.weight"))).count()
+            (0..)
+                .take_while(|i| {
+                    sd.tensors
+                        .contains_key(&format!("{prefix}.{i}.ln_1.weight"))
+                })
+                .count()
         };
         let dims2 = |k: &str| -> Result<(usize, usize)> {
             match get(k)?.as_slice() {
                 [a, b] => Ok((*a, *b)),
-                s => Err(Error::Config(format!("`{k}` in {} has shape {s:?}, expected 2 dimensions", sd.source))),
+                s => Err(Error::Config(format!(
+                    "`{k}` in {} has shape {s:?}, expected 2 dimensions",
+                    sd.source
+                ))),
             }
         };
         get("clip.visual.transformer.semantic_layer2.semantic_center")?;
         let conv = get("clip.visual.conv1.weight")?;
         let [c, 3, p, p2] = conv.as_slice() else {
-            return Err(Error::Config(format!("`clip.visual.conv1.weight` in {} has shape {conv:?}, expected (C, 3, p, p)", sd.source)));
+            return Err(Error::Config(format!(
+                "`clip.visual.conv1.weight` in {} has shape {conv:?}, expected (C, 3, p, p)",
+                sd.source
+            )));
         };
         let (c, p) = (*c, *p);
         if p != *p2 {
-            return Err(Error::Config(format!("non-square patches {p}x{p2} are not supported")));
+            return Err(Error::Config(format!(
+                "non-square patches {p}x{p2} are not supported"
+            )));
         }
         let (rows, _) = dims2("clip.visual.positional_embedding")?;
         let grid = ((rows.saturating_sub(1)) as f64).sqrt().round() as usize;
         if grid * grid + 1 != rows {
-            return Err(Error::Config(format!("a visual positional table of {rows} rows is not a square grid plus CLS")));
+            return Err(Error::Config(format!(
+                "a visual positional table of {rows} rows is not a square grid plus CLS"
+            )));
         }
         let (context, t) = dims2("clip.positional_embedding")?;
         let (vocab, _) = dims2("clip.token_embedding.weight")?;
@@ -333,10 +409,20 @@ impl SegClipConfig {
         let (l, _) = dims2("clip.visual.transformer.semantic_layer2.semantic_center")?;
         let kc = get("clip.visual.transformer.semantic_layer2.k_conv.weight")?;
         let groups = c / kc.get(1).copied().filter(|&v| v > 0).unwrap_or(c);
-        let decoder_dim = sd.tensors.get("vis_mae_decoder.decoder_embed.weight").map(|t| t.dims()[0]).unwrap_or(c / 2);
+        let decoder_dim = sd
+            .tensors
+            .get("vis_mae_decoder.decoder_embed.weight")
+            .map(|t| t.dims()[0])
+            .unwrap_or(c / 2);
         let heads = |w: usize| (w / 64).max(1);
         let cfg = Self {
-            vision: VisionConfig { image_size: grid * p, patch_size: p, width: c, heads: heads(c), ln_eps: 1e-5 },
+            vision: VisionConfig {
+                image_size: grid * p,
+                patch_size: p,
+                width: c,
+                heads: heads(c),
+                ln_eps: 1e-5,
+            },
             text: TextConfig {
                 vocab_size: vocab,
                 context_length: context,
@@ -357,7 +443,11 @@ impl SegClipConfig {
             group: GroupConfig {
                 num_centers: l,
                 cross_layers: (0..)
-                    .take_while(|i| sd.tensors.contains_key(&format!("clip.visual.transformer.semantic_layer2.cross_att.{i}.ln_x.weight")))
+                    .take_while(|i| {
+                        sd.tensors.contains_key(&format!(
+                            "clip.visual.transformer.semantic_layer2.cross_att.{i}.ln_x.weight"
+                        ))
+                    })
                     .count(),
                 cross_heads: heads(c),
                 conv_groups: groups,
@@ -365,7 +455,14 @@ impl SegClipConfig {
             },
             decoder: DecoderConfig {
                 dim: decoder_dim,
-                depth: (0..).take_while(|i| sd.tensors.contains_key(&format!("vis_mae_decoder.decoder_blocks.{i}.norm1.weight"))).count().max(1),
+                depth: (0..)
+                    .take_while(|i| {
+                        sd.tensors.contains_key(&format!(
+                            "vis_mae_decoder.decoder_blocks.{i}.norm1.weight"
+                        ))
+                    })
+                    .count()
+                    .max(1),
                 heads: 8,
                 ln_eps: 1e-6,
             },

@@ -19,8 +19,8 @@
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
-use segclip_vit::linear::Linear;
 use segclip_vit::block::{ln, quick_gelu, Mlp};
+use segclip_vit::linear::Linear;
 use segclip_vit::{MultiHeadAttention, Trace};
 
 use crate::{GroupConfig, Result};
@@ -65,7 +65,9 @@ impl GroupedLinear {
     pub fn new(vb: VarBuilder, width: usize, groups: usize) -> Result<Self> {
         let d = width / groups;
         let w = vb.get((width, d, 1), "weight")?;
-        Ok(Self { weight: w.reshape((groups, d, d))? })
+        Ok(Self {
+            weight: w.reshape((groups, d, d))?,
+        })
     }
 }
 
@@ -90,7 +92,11 @@ struct ProjO {
 
 impl Module for ProjO {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        quick_gelu(&self.fc2.forward(&self.fc1.forward(&self.ln.forward(x)?)?.gelu_erf()?)?)
+        quick_gelu(
+            &self
+                .fc2
+                .forward(&self.fc1.forward(&self.ln.forward(x)?)?.gelu_erf()?)?,
+        )
     }
 }
 
@@ -128,7 +134,14 @@ impl SemanticGroup {
             semantic_center: vb.get((cfg.num_centers, width), "semantic_center")?,
             norm: ln(vb.pp("norm"), width, eps)?,
             cross_att: (0..cfg.cross_layers)
-                .map(|i| CrossAttentionBlock::new(vb.pp(format!("cross_att.{i}")), width, cfg.cross_heads, eps))
+                .map(|i| {
+                    CrossAttentionBlock::new(
+                        vb.pp(format!("cross_att.{i}")),
+                        width,
+                        cfg.cross_heads,
+                        eps,
+                    )
+                })
                 .collect::<Result<_>>()?,
             cross_ln: ln(vb.pp("cross_ln"), width, eps)?,
             k_conv: GroupedLinear::new(vb.pp("k_conv"), width, cfg.conv_groups)?,
@@ -149,11 +162,20 @@ impl SemanticGroup {
 
     /// Group patch tokens `p` (B, N, C). `gumbel` is the training noise (B, L, N) (or `None` in
     /// evaluation: no noise, no temperature).
-    pub fn forward(&self, p: &Tensor, gumbel: Option<&Tensor>, mut trace: Option<&mut Trace>) -> Result<GroupOutput> {
+    pub fn forward(
+        &self,
+        p: &Tensor,
+        gumbel: Option<&Tensor>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<GroupOutput> {
         let (b, _, c) = p.dims3()?;
         let l = self.cfg.num_centers;
         let pn = self.norm.forward(p)?;
-        let mut q = self.semantic_center.unsqueeze(0)?.broadcast_as((b, l, c))?.contiguous()?;
+        let mut q = self
+            .semantic_center
+            .unsqueeze(0)?
+            .broadcast_as((b, l, c))?
+            .contiguous()?;
         for blk in &self.cross_att {
             let kv = Tensor::cat(&[&q, p], 1)?;
             q = blk.forward(&q, &kv)?;
@@ -183,7 +205,12 @@ impl SemanticGroup {
             t.record("group.hard_attn", &hard);
             t.record("group.region_tokens", &regions);
         }
-        Ok(GroupOutput { regions, hard, soft, centers: q })
+        Ok(GroupOutput {
+            regions,
+            hard,
+            soft,
+            centers: q,
+        })
     }
 }
 
@@ -207,18 +234,32 @@ mod tests {
     fn one_hot_argmax_picks_the_largest() {
         let x = Tensor::new(&[[[0.1f32, 0.9], [0.7, 0.05], [0.2, 0.05]]], &Device::Cpu).unwrap(); // (1, 3, 2)
         let h = one_hot_argmax(&x, 1).unwrap();
-        assert_eq!(h.to_vec3::<f32>().unwrap(), vec![vec![vec![0., 1.], vec![1., 0.], vec![0., 0.]]]);
+        assert_eq!(
+            h.to_vec3::<f32>().unwrap(),
+            vec![vec![vec![0., 1.], vec![1., 0.], vec![0., 0.]]]
+        );
     }
 
     #[test]
     fn grouped_linear_is_block_diagonal() {
         // width 4, 2 groups of 2: W[g*2+o, i].
         let dev = Device::Cpu;
-        let w = Tensor::new(&[[[1f32], [2.]], [[3.], [4.]], [[5.], [6.]], [[7.], [8.]]], &dev).unwrap(); // (4, 2, 1)
-        let vb = VarBuilder::from_tensors(HashMap::from([("weight".to_string(), w)]), DType::F32, &dev);
+        let w = Tensor::new(
+            &[[[1f32], [2.]], [[3.], [4.]], [[5.], [6.]], [[7.], [8.]]],
+            &dev,
+        )
+        .unwrap(); // (4, 2, 1)
+        let vb =
+            VarBuilder::from_tensors(HashMap::from([("weight".to_string(), w)]), DType::F32, &dev);
         let gl = GroupedLinear::new(vb, 4, 2).unwrap();
         let x = Tensor::new(&[[[1f32, 10., 100., 1000.]]], &dev).unwrap();
-        let y = gl.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = gl
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(y, vec![1. + 20., 3. + 40., 500. + 6000., 700. + 8000.]);
     }
 }

@@ -61,7 +61,11 @@ impl SegClipVisual {
     }
 
     /// Patch tokens after `layers0` (B, N, C) and the grid, from normalised pixels (B, 3, H, W).
-    pub fn encode_patches(&self, pixels: &Tensor, mut trace: Option<&mut Trace>) -> Result<(Tensor, (usize, usize))> {
+    pub fn encode_patches(
+        &self,
+        pixels: &Tensor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, (usize, usize))> {
         let (x, grid) = self.stem.forward(pixels)?;
         if let Some(t) = trace.as_deref_mut() {
             t.record("vision.after_ln_pre", &x);
@@ -83,7 +87,11 @@ impl SegClipVisual {
     }
 
     /// Region tokens (B, L, C) → `layers2`, max-pool, `ln_post`, `proj`: (image_emb, region_emb).
-    pub fn embed_regions(&self, regions: &Tensor, mut trace: Option<&mut Trace>) -> Result<(Tensor, Tensor)> {
+    pub fn embed_regions(
+        &self,
+        regions: &Tensor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(Tensor, Tensor)> {
         let mut x = regions.clone();
         for blk in &self.layers2 {
             x = blk.forward(&x, None)?;
@@ -105,11 +113,27 @@ impl SegClipVisual {
     /// The whole visual path on normalised pixels (B, 3, H, W). Any size of at least one patch
     /// works: the positional table is resampled to the patch grid. `gumbel` (B, L, N) turns on
     /// the training assignment.
-    pub fn forward(&self, pixels: &Tensor, gumbel: Option<&Tensor>, mut trace: Option<&mut Trace>) -> Result<VisualOutput> {
+    pub fn forward(
+        &self,
+        pixels: &Tensor,
+        gumbel: Option<&Tensor>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<VisualOutput> {
         let (x, grid) = self.encode_patches(pixels, trace.as_deref_mut())?;
-        let GroupOutput { regions, hard, soft, .. } = self.group.forward(&x, gumbel, trace.as_deref_mut())?;
+        let GroupOutput {
+            regions,
+            hard,
+            soft,
+            ..
+        } = self.group.forward(&x, gumbel, trace.as_deref_mut())?;
         let (image_emb, region_emb) = self.embed_regions(&regions, trace)?;
-        Ok(VisualOutput { image_emb, region_emb, soft, hard, grid })
+        Ok(VisualOutput {
+            image_emb,
+            region_emb,
+            soft,
+            hard,
+            grid,
+        })
     }
 }
 
@@ -176,5 +200,9 @@ pub fn seeded_state_dict(cfg: &SegClipConfig, seed: u64, device: &Device) -> Res
         let v = segclip_vit::seeded::tensor_values(seed, key, shape, grid)?;
         tensors.insert(key.clone(), Tensor::from_vec(v, shape.as_slice(), device)?);
     }
-    Ok(StateDict { tensors, source: format!("seeded weights (seed {seed})"), format: segclip_vit::KeyFormat::SegClip })
+    Ok(StateDict {
+        tensors,
+        source: format!("seeded weights (seed {seed})"),
+        format: segclip_vit::KeyFormat::SegClip,
+    })
 }

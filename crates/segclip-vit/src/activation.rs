@@ -10,13 +10,16 @@ const ALPHA: f32 = 1.702;
 
 struct QuickGelu;
 
-
 impl CustomOp1 for QuickGelu {
     fn name(&self) -> &'static str {
         "quick-gelu"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("quick-gelu: only f32 is fused");
         };
@@ -28,14 +31,21 @@ impl CustomOp1 for QuickGelu {
         const CHUNK: usize = 1 << 15;
         if src.len() > 2 * CHUNK {
             use rayon::prelude::*;
-            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| crate::fastmath::quick_gelu_into(s, d));
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(d, s)| crate::fastmath::quick_gelu_into(s, d));
         } else {
             crate::fastmath::quick_gelu_into(src, &mut out);
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let s = candle_nn::ops::sigmoid(&(arg * ALPHA as f64)?)?;
         let one_minus = s.affine(-1.0, 1.0)?;
         let d = (&s * ((arg * &one_minus)? * ALPHA as f64)?.affine(1.0, 1.0)?)?;
@@ -61,14 +71,35 @@ mod tests {
     fn fused_matches_composite_with_gradient() {
         let dev = Device::Cpu;
         let x = Var::new(&[-3f32, -0.5, 0., 0.25, 2., 7.], &dev).unwrap();
-        let composite = (x.as_tensor() * candle_nn::ops::sigmoid(&(x.as_tensor() * 1.702).unwrap()).unwrap()).unwrap();
+        let composite = (x.as_tensor()
+            * candle_nn::ops::sigmoid(&(x.as_tensor() * 1.702).unwrap()).unwrap())
+        .unwrap();
         let fused = quick_gelu(x.as_tensor()).unwrap();
-        let (a, b) = (composite.to_vec1::<f32>().unwrap(), fused.to_vec1::<f32>().unwrap());
+        let (a, b) = (
+            composite.to_vec1::<f32>().unwrap(),
+            fused.to_vec1::<f32>().unwrap(),
+        );
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() < 1e-6, "{a:?} vs {b:?}");
         }
-        let ga = composite.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
-        let gb = fused.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let ga = composite
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let gb = fused
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (p, q) in ga.iter().zip(&gb) {
             assert!((p - q).abs() < 1e-5, "{ga:?} vs {gb:?}");
         }
@@ -82,7 +113,11 @@ impl CustomOp1 for SoftmaxLastDim {
         "softmax-last-dim"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("softmax: only f32 is fused");
         };
@@ -93,11 +128,20 @@ impl CustomOp1 for SoftmaxLastDim {
         let mut out = data[start..end].to_vec();
         use rayon::prelude::*;
         let rows_per_task = (1 << 14) / cols + 1;
-        out.par_chunks_mut(cols * rows_per_task).for_each(|block| block.chunks_mut(cols).for_each(crate::fastmath::softmax_row));
+        out.par_chunks_mut(cols * rows_per_task).for_each(|block| {
+            block
+                .chunks_mut(cols)
+                .for_each(crate::fastmath::softmax_row)
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         // d x = s ⊙ (g − Σ g ⊙ s)
         let dot = (grad_res * res)?.sum_keepdim(candle_core::D::Minus1)?;
         Ok(Some((res * grad_res.broadcast_sub(&dot)?)?))
@@ -123,14 +167,49 @@ mod softmax_tests {
         let dev = Device::Cpu;
         let x = Var::new(&[[1f32, -2., 0.5], [3., 3., -1.]], &dev).unwrap();
         let w = Tensor::new(&[[1f32, 2., 3.], [-1., 0.5, 2.]], &dev).unwrap();
-        let e = (x.as_tensor().broadcast_sub(&x.as_tensor().max_keepdim(1).unwrap()).unwrap()).exp().unwrap();
+        let e = (x
+            .as_tensor()
+            .broadcast_sub(&x.as_tensor().max_keepdim(1).unwrap())
+            .unwrap())
+        .exp()
+        .unwrap();
         let a = e.broadcast_div(&e.sum_keepdim(1).unwrap()).unwrap();
         let b = softmax_last_dim(x.as_tensor()).unwrap();
-        let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-6);
-        let ga = (a * &w).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
-        let gb = (b * &w).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
-        let diff = (ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let ga = (a * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone();
+        let gb = (b * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone();
+        let diff = (ga - gb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-6);
     }
 }

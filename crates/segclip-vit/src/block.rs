@@ -33,7 +33,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     let nk = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
     let fused = q.device().is_cpu()
-        && [q, k, v].iter().all(|t| t.dtype() == candle_core::DType::F32 && !t.track_op())
+        && [q, k, v]
+            .iter()
+            .all(|t| t.dtype() == candle_core::DType::F32 && !t.track_op())
         && mask.is_none_or(|m| !m.track_op());
     if fused {
         return attention_cpu(q, k, v, mask, scale as f32);
@@ -51,7 +53,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
         return one(q, k, v);
     }
     let outs = (0..b)
-        .map(|i| one(&q.narrow(0, i, 1)?, &k.narrow(0, i, 1)?, &v.narrow(0, i, 1)?))
+        .map(|i| {
+            one(
+                &q.narrow(0, i, 1)?,
+                &k.narrow(0, i, 1)?,
+                &v.narrow(0, i, 1)?,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&outs, 0)?)
 }
@@ -66,10 +74,18 @@ unsafe impl Sync for SendPtr {}
 /// Multi-head self-attention straight from the packed projection `[q | k | v]` (B, N, 3C),
 /// writing heads side by side into (B, N, C): no head split or merge copies. `None` when the
 /// fused path does not apply (gradients, other devices or dtypes).
-fn packed_attention_cpu(packed: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+fn packed_attention_cpu(
+    packed: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
     use candle_core::{CpuStorage, Storage};
     use rayon::prelude::*;
-    if !packed.device().is_cpu() || packed.dtype() != candle_core::DType::F32 || packed.track_op() || mask.is_some_and(|m| m.track_op()) {
+    if !packed.device().is_cpu()
+        || packed.dtype() != candle_core::DType::F32
+        || packed.track_op()
+        || mask.is_some_and(|m| m.track_op())
+    {
         return Ok(None);
     }
     let packed = packed.contiguous()?;
@@ -77,7 +93,14 @@ fn packed_attention_cpu(packed: &Tensor, heads: usize, mask: Option<&Tensor>) ->
     let c = c3 / 3;
     let d = c / heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let mv: Option<Vec<f32>> = mask.map(|m| m.broadcast_as((n, n))?.contiguous()?.flatten_all()?.to_vec1::<f32>()).transpose()?;
+    let mv: Option<Vec<f32>> = mask
+        .map(|m| {
+            m.broadcast_as((n, n))?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()
+        })
+        .transpose()?;
     let (storage, layout) = packed.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
         return Ok(None);
@@ -95,21 +118,57 @@ fn packed_attention_cpu(packed: &Tensor, heads: usize, mask: Option<&Tensor>) ->
         // rows of this (batch, head) are d-wide at stride C, disjoint from every other task's.
         unsafe {
             gemm::gemm(
-                n, n, d, s.as_mut_ptr(), 1, n as isize, false, q.as_ptr(), 1, c3 as isize, k.as_ptr(), c3 as isize, 1,
-                0.0, scale, false, false, false, gemm::Parallelism::None,
+                n,
+                n,
+                d,
+                s.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                q.as_ptr(),
+                1,
+                c3 as isize,
+                k.as_ptr(),
+                c3 as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
         for (r, row) in s.chunks_mut(n).enumerate() {
             if let Some(m) = &mv {
-                row.iter_mut().zip(&m[r * n..(r + 1) * n]).for_each(|(x, a)| *x += a);
+                row.iter_mut()
+                    .zip(&m[r * n..(r + 1) * n])
+                    .for_each(|(x, a)| *x += a);
             }
             crate::fastmath::softmax_row(row);
         }
         // SAFETY: as above.
         unsafe {
             gemm::gemm(
-                n, d, n, dst.0.add(bi * n * c + h * d), 1, c as isize, false, s.as_ptr(), 1, n as isize, v.as_ptr(), 1,
-                c3 as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                n,
+                d,
+                n,
+                dst.0.add(bi * n * c + h * d),
+                1,
+                c as isize,
+                false,
+                s.as_ptr(),
+                1,
+                n as isize,
+                v.as_ptr(),
+                1,
+                c3 as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
     });
@@ -117,13 +176,24 @@ fn packed_attention_cpu(packed: &Tensor, heads: usize, mask: Option<&Tensor>) ->
     Ok(Some(Tensor::from_vec(out, (b, n, c), packed.device())?))
 }
 
-fn attention_cpu(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+fn attention_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, h, nq, d) = q.dims4()?;
     let nk = k.dim(2)?;
-    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
+    let flat =
+        |t: &Tensor| -> Result<Vec<f32>> { Ok(t.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
     let (qv, kv, vv) = (flat(q)?, flat(k)?, flat(v)?);
-    let mv = mask.map(|m| m.broadcast_as((nq, nk)).and_then(|m| m.contiguous())).transpose()?.map(|m| flat(&m)).transpose()?;
+    let mv = mask
+        .map(|m| m.broadcast_as((nq, nk)).and_then(|m| m.contiguous()))
+        .transpose()?
+        .map(|m| flat(&m))
+        .transpose()?;
     let mut out = vec![0f32; b * h * nq * d];
     out.par_chunks_mut(nq * d).enumerate().for_each(|(i, o)| {
         let (qi, ki, vi) = (&qv[i * nq * d..], &kv[i * nk * d..], &vv[i * nk * d..]);
@@ -132,21 +202,57 @@ fn attention_cpu(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
         // s (nq, nk), q_i (nq, d), k_i read as kᵀ (d, nk), v_i (nk, d), o (nq, d).
         unsafe {
             gemm::gemm(
-                nq, nk, d, s.as_mut_ptr(), 1, nk as isize, false, qi.as_ptr(), 1, d as isize, ki.as_ptr(), d as isize, 1,
-                0.0, scale, false, false, false, gemm::Parallelism::None,
+                nq,
+                nk,
+                d,
+                s.as_mut_ptr(),
+                1,
+                nk as isize,
+                false,
+                qi.as_ptr(),
+                1,
+                d as isize,
+                ki.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
         for (r, row) in s.chunks_mut(nk).enumerate() {
             if let Some(m) = &mv {
-                row.iter_mut().zip(&m[r * nk..(r + 1) * nk]).for_each(|(x, a)| *x += a);
+                row.iter_mut()
+                    .zip(&m[r * nk..(r + 1) * nk])
+                    .for_each(|(x, a)| *x += a);
             }
             crate::fastmath::softmax_row(row);
         }
         // SAFETY: as above.
         unsafe {
             gemm::gemm(
-                nq, d, nk, o.as_mut_ptr(), 1, d as isize, false, s.as_ptr(), 1, nk as isize, vi.as_ptr(), 1, d as isize,
-                0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                nq,
+                d,
+                nk,
+                o.as_mut_ptr(),
+                1,
+                d as isize,
+                false,
+                s.as_ptr(),
+                1,
+                nk as isize,
+                vi.as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
     });
@@ -174,10 +280,15 @@ pub struct Qkv {
 impl MultiHeadAttention {
     pub fn new(vb: VarBuilder, width: usize, heads: usize) -> Result<Self> {
         if heads == 0 || width % heads != 0 {
-            return Err(crate::Error::Config(format!("width {width} is not divisible by {heads} heads")));
+            return Err(crate::Error::Config(format!(
+                "width {width} is not divisible by {heads} heads"
+            )));
         }
         Ok(Self {
-            in_proj: Linear::new(vb.get((3 * width, width), "in_proj_weight")?, Some(vb.get(3 * width, "in_proj_bias")?))?,
+            in_proj: Linear::new(
+                vb.get((3 * width, width), "in_proj_weight")?,
+                Some(vb.get(3 * width, "in_proj_bias")?),
+            )?,
             out_proj: Linear::load(vb.pp("out_proj"), width, width)?,
             heads,
             width,
@@ -187,9 +298,10 @@ impl MultiHeadAttention {
     /// (B, N, C) → (B, H, N, d), contiguous.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
-        Ok(x.reshape((b, n, self.heads, self.width / self.heads))?.transpose(1, 2)?.contiguous()?)
+        Ok(x.reshape((b, n, self.heads, self.width / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()?)
     }
-
 
     /// The heads' queries, keys and values for self-attention over `x` (B, N, C): what
     /// training-free modes read from the last block.
@@ -200,7 +312,9 @@ impl MultiHeadAttention {
     fn split_packed(&self, packed: &Tensor) -> Result<Qkv> {
         let (b, n, c3) = packed.dims3()?;
         let c = c3 / 3;
-        let packed = packed.reshape((b, n, 3, self.heads, c / self.heads))?.permute((2, 0, 3, 1, 4))?;
+        let packed = packed
+            .reshape((b, n, 3, self.heads, c / self.heads))?
+            .permute((2, 0, 3, 1, 4))?;
         Ok(Qkv {
             q: packed.get(0)?.contiguous()?,
             k: packed.get(1)?.contiguous()?,
@@ -210,7 +324,9 @@ impl MultiHeadAttention {
 
     fn merge_heads(&self, o: &Tensor) -> Result<Tensor> {
         let (b, _, n, _) = o.dims4()?;
-        Ok(self.out_proj.forward(&o.transpose(1, 2)?.reshape((b, n, self.width))?)?)
+        Ok(self
+            .out_proj
+            .forward(&o.transpose(1, 2)?.reshape((b, n, self.width))?)?)
     }
 
     /// Self-attention over `x` (B, N, C) with an optional additive mask (N, N).
@@ -243,7 +359,10 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(vb: VarBuilder, width: usize) -> Result<Self> {
-        Ok(Self { c_fc: Linear::load(vb.pp("c_fc"), width, 4 * width)?, c_proj: Linear::load(vb.pp("c_proj"), 4 * width, width)? })
+        Ok(Self {
+            c_fc: Linear::load(vb.pp("c_fc"), width, 4 * width)?,
+            c_proj: Linear::load(vb.pp("c_proj"), 4 * width, width)?,
+        })
     }
 }
 
@@ -255,7 +374,14 @@ impl Module for Mlp {
 
 /// A LayerNorm with PyTorch's defaults and the given eps.
 pub fn ln(vb: VarBuilder, width: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(layer_norm(width, LayerNormConfig { eps, ..Default::default() }, vb)?)
+    Ok(layer_norm(
+        width,
+        LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+        vb,
+    )?)
 }
 
 /// One pre-norm CLIP residual block (`ln_1`, `attn`, `ln_2`, `mlp`).
@@ -285,14 +411,23 @@ impl ResidualBlock {
 }
 
 /// A stack of residual blocks named `prefix.{0..n}`.
-pub fn blocks(vb: VarBuilder, n: usize, width: usize, heads: usize, eps: f64) -> Result<Vec<ResidualBlock>> {
-    (0..n).map(|i| ResidualBlock::new(vb.pp(i.to_string()), width, heads, eps)).collect()
+pub fn blocks(
+    vb: VarBuilder,
+    n: usize,
+    width: usize,
+    heads: usize,
+    eps: f64,
+) -> Result<Vec<ResidualBlock>> {
+    (0..n)
+        .map(|i| ResidualBlock::new(vb.pp(i.to_string()), width, heads, eps))
+        .collect()
 }
 
 /// The additive causal mask (T, T): 0 on and below the diagonal, −inf above.
 pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
 
@@ -313,7 +448,14 @@ mod tests {
             // A Var input takes the composite path.
             let qv = Var::from_tensor(&q).unwrap();
             let comp = attention(qv.as_tensor(), &k, &v, m).unwrap();
-            let diff = (fused - comp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (fused - comp)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-5, "{diff}");
         }
     }
@@ -327,11 +469,28 @@ mod tests {
         let mask = causal_mask(n, &dev).unwrap();
         for m in [None, Some(&mask)] {
             let fast = packed_attention_cpu(&packed, heads, m).unwrap().unwrap();
-            let split = |i: usize| packed.narrow(2, i * c, c).unwrap().reshape((b, n, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let split = |i: usize| {
+                packed
+                    .narrow(2, i * c, c)
+                    .unwrap()
+                    .reshape((b, n, heads, d))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
             let qv = Var::from_tensor(&split(0)).unwrap();
             let o = attention(qv.as_tensor(), &split(1), &split(2), m).unwrap();
             let slow = o.transpose(1, 2).unwrap().reshape((b, n, c)).unwrap();
-            let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (fast - slow)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-5, "{diff}");
         }
     }

@@ -20,7 +20,13 @@ pub struct VisionConfig {
 impl VisionConfig {
     /// OpenAI CLIP ViT-B/16 (`ViT-B-16.pt`): 224 px, patch 16, width 768, 12 heads.
     pub fn vit_b16() -> Self {
-        Self { image_size: 224, patch_size: 16, width: 768, heads: 12, ln_eps: 1e-5 }
+        Self {
+            image_size: 224,
+            patch_size: 16,
+            width: 768,
+            heads: 12,
+            ln_eps: 1e-5,
+        }
     }
 
     /// Patches per side at the training resolution (14 for ViT-B/16).

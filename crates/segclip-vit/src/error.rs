@@ -16,18 +16,31 @@ pub enum Error {
         "the checkpoint {path} is missing {count} tensor(s) the model needs, e.g. {examples}; \
          is it a SegCLIP checkpoint of this size (see --config)?"
     )]
-    MissingKeys { path: String, count: usize, examples: String },
+    MissingKeys {
+        path: String,
+        count: usize,
+        examples: String,
+    },
 
     /// A checkpoint holds tensors no SegCLIP model has.
     #[error(
         "the checkpoint {path} has {count} tensor(s) SegCLIP does not know, e.g. {examples}; \
          it is probably another model's checkpoint"
     )]
-    UnexpectedKeys { path: String, count: usize, examples: String },
+    UnexpectedKeys {
+        path: String,
+        count: usize,
+        examples: String,
+    },
 
     /// A tensor has the wrong shape for the configured model.
     #[error("tensor `{key}` in {path} has shape {found:?}, but the model expects {expected:?}")]
-    ShapeMismatch { path: String, key: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        path: String,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
 
     /// A model configuration is inconsistent or unreadable.
     #[error("invalid model configuration: {0}")]
@@ -46,7 +59,11 @@ pub enum Error {
     Text(String),
 
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -15,7 +15,10 @@ pub fn exp(x: f32) -> f32 {
     let n = (x * LOG2E).round();
     let r = x - n * LN2_HI - n * LN2_LO;
     let z = r * r;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
         + 5.000_000_1e-1)
         * z
         + r
@@ -40,7 +43,10 @@ fn max_lanes(x: &[f32]) -> f32 {
             *a = if v > *a { v } else { *a };
         }
     }
-    let m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     acc.iter().fold(m, |a, &b| a.max(b))
 }
 

@@ -30,7 +30,11 @@ fn taps(input: usize, output: usize) -> Vec<([usize; 4], [f64; 4])> {
 }
 
 /// Resample a channels-last grid `(h, w, c)` to `(oh, ow, c)`.
-pub fn bicubic_hwc(src: &[f32], (h, w, c): (usize, usize, usize), (oh, ow): (usize, usize)) -> Vec<f32> {
+pub fn bicubic_hwc(
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
     assert_eq!(src.len(), h * w * c, "grid size does not match its buffer");
     // Along width first, then height (separable; the order does not change the result beyond
     // rounding).
@@ -53,7 +57,9 @@ pub fn bicubic_hwc(src: &[f32], (h, w, c): (usize, usize, usize), (oh, ow): (usi
         for x in 0..ow {
             let dst = &mut out[(y * ow + x) * c..(y * ow + x + 1) * c];
             for (ch, d) in dst.iter_mut().enumerate() {
-                let v: f64 = (0..4).map(|k| wt[k] * tmp[(idx[k] * ow + x) * c + ch]).sum();
+                let v: f64 = (0..4)
+                    .map(|k| wt[k] * tmp[(idx[k] * ow + x) * c + ch])
+                    .sum();
                 *d = v as f32;
             }
         }
@@ -88,7 +94,16 @@ mod tests {
         // torch.nn.functional.interpolate(torch.tensor([[[[0.,1.,4.,9.]]]]), size=(1,8),
         //   mode="bicubic", align_corners=False)
         let out = bicubic_hwc(&[0.0, 1.0, 4.0, 9.0], (1, 4, 1), (1, 8));
-        let expected = [-0.10546875, 0.12109375, 0.45703125, 1.609375, 2.828125, 5.44921875, 7.97265625, 9.52734375];
+        let expected = [
+            -0.10546875,
+            0.12109375,
+            0.45703125,
+            1.609375,
+            2.828125,
+            5.44921875,
+            7.97265625,
+            9.52734375,
+        ];
         for (o, e) in out.iter().zip(expected) {
             assert!((o - e).abs() < 1e-5, "{out:?}");
         }
@@ -101,8 +116,8 @@ mod tests {
         let src: Vec<f32> = (0..16).map(|v| (v as f32).powf(1.5)).collect();
         let out = bicubic_hwc(&src, (4, 4, 1), (3, 5));
         let expected = [
-            0.8156968, 1.5997127, 3.093447, 5.1779633, 6.9519935, 14.051378, 16.638287, 20.206583, 24.010332,
-            26.991783, 38.78938, 42.251106, 46.957058, 51.857666, 55.64555,
+            0.8156968, 1.5997127, 3.093447, 5.1779633, 6.9519935, 14.051378, 16.638287, 20.206583,
+            24.010332, 26.991783, 38.78938, 42.251106, 46.957058, 51.857666, 55.64555,
         ];
         for (o, e) in out.iter().zip(expected) {
             assert!((o - e).abs() < 1e-4, "{out:?}");

@@ -16,9 +16,9 @@
 
 pub mod activation;
 pub mod block;
-pub mod fastmath;
 mod config;
 mod error;
+pub mod fastmath;
 pub mod interpolate;
 pub mod linear;
 pub mod seeded;
@@ -49,6 +49,10 @@ impl Trace {
     }
 
     pub fn get(&self, name: &str) -> Option<&candle_core::Tensor> {
-        self.tensors.iter().rev().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.tensors
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
     }
 }

@@ -28,13 +28,20 @@ pub struct Linear {
 impl Linear {
     /// From a weight (out, in) and an optional bias (out).
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight = if weight.is_variable() { Weight::Var(weight) } else { Weight::Fixed(weight.t()?.contiguous()?) };
+        let weight = if weight.is_variable() {
+            Weight::Var(weight)
+        } else {
+            Weight::Fixed(weight.t()?.contiguous()?)
+        };
         Ok(Self { weight, bias })
     }
 
     /// `weight` (out, in) and `bias` (out) under `vb`.
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Self::new(vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?))
+        Self::new(
+            vb.get((out_dim, in_dim), "weight")?,
+            Some(vb.get(out_dim, "bias")?),
+        )
     }
 
     /// The weight as (in, out): the right-hand side of `x @ Wᵀ`.
@@ -52,7 +59,11 @@ impl Linear {
     /// Rows `[start, start + len)` of the output only (a slice of the packed q/k/v projection).
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let wt = self.weight_t()?.narrow(1, start, len)?;
-        let b = self.bias.as_ref().map(|b| b.narrow(0, start, len)).transpose()?;
+        let b = self
+            .bias
+            .as_ref()
+            .map(|b| b.narrow(0, start, len))
+            .transpose()?;
         if let Weight::Fixed(full) = &self.weight {
             if let Some(y) = cpu_linear(x, full, b.as_ref(), Some((start, len)))? {
                 return Ok(y);
@@ -67,7 +78,11 @@ fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Resu
     let dims = x.dims().to_vec();
     let k = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let x2 = if x.is_contiguous() { x.reshape((rows, k))? } else { x.contiguous()?.reshape((rows, k))? };
+    let x2 = if x.is_contiguous() {
+        x.reshape((rows, k))?
+    } else {
+        x.contiguous()?.reshape((rows, k))?
+    };
     let mut y = x2.matmul(wt)?;
     if let Some(b) = b {
         y = y.broadcast_add(b)?;
@@ -81,7 +96,12 @@ fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Resu
 /// `x @ wt + b` on CPU in one GEMM call that accumulates onto the broadcast bias (no separate
 /// bias pass), for fixed f32 weights and inputs that track no gradient.
 /// Only output columns `[col, col + n)` of `wt` (in, N) are computed when `cols` is given.
-fn cpu_linear(x: &Tensor, wt: &Tensor, b: Option<&Tensor>, cols: Option<(usize, usize)>) -> candle_core::Result<Option<Tensor>> {
+fn cpu_linear(
+    x: &Tensor,
+    wt: &Tensor,
+    b: Option<&Tensor>,
+    cols: Option<(usize, usize)>,
+) -> candle_core::Result<Option<Tensor>> {
     use candle_core::{CpuStorage, DType, Storage};
     if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() || !wt.is_contiguous() {
         return Ok(None);
@@ -98,17 +118,42 @@ fn cpu_linear(x: &Tensor, wt: &Tensor, b: Option<&Tensor>, cols: Option<(usize, 
     };
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = wt.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(xd)), Storage::Cpu(CpuStorage::F32(wd))) = (&*xs, &*ws) else {
+    let (Storage::Cpu(CpuStorage::F32(xd)), Storage::Cpu(CpuStorage::F32(wd))) = (&*xs, &*ws)
+    else {
         return Ok(None);
     };
-    let (xd, wd) = (&xd[xl.start_offset()..xl.start_offset() + m * k], &wd[wl.start_offset()..wl.start_offset() + k * full_n]);
-    let threads = if m * n * k < 1 << 18 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(rayon::current_num_threads()) };
+    let (xd, wd) = (
+        &xd[xl.start_offset()..xl.start_offset() + m * k],
+        &wd[wl.start_offset()..wl.start_offset() + k * full_n],
+    );
+    let threads = if m * n * k < 1 << 18 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    };
     // SAFETY: out is (m, n), x (m, k), and wt (k, full_n) of which the n columns from `col` are
     // read; all row-major and live for the call.
     unsafe {
         gemm::gemm(
-            m, n, k, out.as_mut_ptr(), 1, n as isize, b.is_some(), xd.as_ptr(), 1, k as isize, wd.as_ptr().add(col), 1, full_n as isize,
-            1.0, 1.0, false, false, false, threads,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            b.is_some(),
+            xd.as_ptr(),
+            1,
+            k as isize,
+            wd.as_ptr().add(col),
+            1,
+            full_n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
         );
     }
     drop((xs, ws));
@@ -147,9 +192,25 @@ mod tests {
         let want = vec![vec![vec![4.5f32, 9.], vec![2.5, 4.]]];
         assert_eq!(fixed.forward(&x).unwrap().to_vec3::<f32>().unwrap(), want);
         assert_eq!(train.forward(&x).unwrap().to_vec3::<f32>().unwrap(), want);
-        assert_eq!(fixed.forward_rows(&x, 1, 1).unwrap().to_vec3::<f32>().unwrap(), vec![vec![vec![9f32], vec![4.]]]);
+        assert_eq!(
+            fixed
+                .forward_rows(&x, 1, 1)
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap(),
+            vec![vec![vec![9f32], vec![4.]]]
+        );
         // Gradients reach the trainable weight.
-        let g = train.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
-        assert_eq!(g.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap(), vec![vec![1f32, 1., 1.], vec![1., 1., 1.]]);
+        let g = train
+            .forward(&x)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            g.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap(),
+            vec![vec![1f32, 1., 1.], vec![1., 1., 1.]]
+        );
     }
 }

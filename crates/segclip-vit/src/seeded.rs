@@ -8,14 +8,32 @@
 use crate::{Error, Result};
 
 const LAYERNORMS: [&str; 14] = [
-    "ln_pre", "ln_post", "ln_final", "ln_1", "ln_2", "ln_x", "ln_k", "cross_ln", "k_ln", "ln", "norm", "norm1", "norm2",
+    "ln_pre",
+    "ln_post",
+    "ln_final",
+    "ln_1",
+    "ln_2",
+    "ln_x",
+    "ln_k",
+    "cross_ln",
+    "k_ln",
+    "ln",
+    "norm",
+    "norm1",
+    "norm2",
     "decoder_norm",
 ];
-const SMALL_EMBEDS: [&str; 4] =
-    ["clip.positional_embedding", "clip.visual.positional_embedding", "clip.visual.class_embedding", "vis_mae_decoder.mask_token"];
+const SMALL_EMBEDS: [&str; 4] = [
+    "clip.positional_embedding",
+    "clip.visual.positional_embedding",
+    "clip.visual.class_embedding",
+    "vis_mae_decoder.mask_token",
+];
 
 fn fnv1a64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -32,14 +50,21 @@ pub enum Rule {
     Constant(f64),
     SinCos,
     /// `a + b·u`, u uniform in [0, 1).
-    Uniform { a: f64, b: f64 },
+    Uniform {
+        a: f64,
+        b: f64,
+    },
 }
 
 /// The rule of `key` with `shape` (first matching row of the README's table).
 pub fn rule(key: &str, shape: &[usize]) -> Result<Rule> {
     let parts: Vec<&str> = key.split('.').collect();
     let last = parts[parts.len() - 1];
-    let module = if parts.len() > 1 { parts[parts.len() - 2] } else { "" };
+    let module = if parts.len() > 1 {
+        parts[parts.len() - 2]
+    } else {
+        ""
+    };
     let sym = |s: f64| Rule::Uniform { a: -s, b: 2.0 * s };
     Ok(if key == "clip.logit_scale" {
         Rule::Constant(50f64.ln())
@@ -58,7 +83,9 @@ pub fn rule(key: &str, shape: &[usize]) -> Result<Rule> {
     } else if last.ends_with("weight") && shape.len() >= 2 {
         sym((3.0 / shape[1..].iter().product::<usize>() as f64).sqrt())
     } else {
-        return Err(Error::Config(format!("the seeded-weight generator has no rule for `{key}` {shape:?}")));
+        return Err(Error::Config(format!(
+            "the seeded-weight generator has no rule for `{key}` {shape:?}"
+        )));
     })
 }
 
@@ -66,12 +93,20 @@ pub fn rule(key: &str, shape: &[usize]) -> Result<Rule> {
 /// first.
 pub fn sincos_table(grid: usize, dim: usize) -> Vec<f32> {
     let q = dim / 4;
-    let w: Vec<f64> = (0..q).map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64)).collect();
+    let w: Vec<f64> = (0..q)
+        .map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64))
+        .collect();
     let mut out = vec![0f32; dim];
     for t in 0..grid * grid {
         let (r, c) = ((t / grid) as f64, (t % grid) as f64);
         for (p, cos) in [(c, false), (c, true), (r, false), (r, true)] {
-            out.extend(w.iter().map(|&wk| if cos { (p * wk).cos() as f32 } else { (p * wk).sin() as f32 }));
+            out.extend(w.iter().map(|&wk| {
+                if cos {
+                    (p * wk).cos() as f32
+                } else {
+                    (p * wk).sin() as f32
+                }
+            }));
         }
     }
     out
@@ -86,13 +121,17 @@ pub fn tensor_values(seed: u64, key: &str, shape: &[usize], grid: usize) -> Resu
             let dim = *shape.last().unwrap_or(&0);
             let t = sincos_table(grid, dim);
             if t.len() != n {
-                return Err(Error::Config(format!("`{key}` {shape:?} does not fit a {grid}x{grid} sin-cos table")));
+                return Err(Error::Config(format!(
+                    "`{key}` {shape:?} does not fit a {grid}x{grid} sin-cos table"
+                )));
             }
             Ok(t)
         }
         Rule::Uniform { a, b } => {
             let mut state = seed ^ fnv1a64(key);
-            Ok((0..n).map(|_| (a + b * ((splitmix64(&mut state) >> 11) as f64 * (-53f64).exp2())) as f32).collect())
+            Ok((0..n)
+                .map(|_| (a + b * ((splitmix64(&mut state) >> 11) as f64 * (-53f64).exp2())) as f32)
+                .collect())
         }
     }
 }
@@ -114,7 +153,10 @@ mod tests {
         let v = tensor_values(0, "clip.visual.proj", &[128, 64], 14).unwrap();
         assert_eq!(v[0].to_bits(), 0x3de1e39a);
         assert_eq!(v[1].to_bits(), 0xbd812c9d);
-        assert_eq!(tensor_values(0, "clip.logit_scale", &[], 14).unwrap()[0].to_bits(), 0x407a5e96);
+        assert_eq!(
+            tensor_values(0, "clip.logit_scale", &[], 14).unwrap()[0].to_bits(),
+            0x407a5e96
+        );
         assert!(rule("clip.mystery", &[3]).is_err());
     }
 }

@@ -32,8 +32,15 @@ impl TextTransformer {
     pub fn new(vb: VarBuilder, cfg: &TextConfig) -> Result<Self> {
         Ok(Self {
             token_embedding: embedding(cfg.vocab_size, cfg.width, vb.pp("token_embedding"))?,
-            positional_embedding: vb.get((cfg.context_length, cfg.width), "positional_embedding")?,
-            resblocks: blocks(vb.pp("transformer.resblocks"), cfg.layers, cfg.width, cfg.heads, cfg.ln_eps)?,
+            positional_embedding: vb
+                .get((cfg.context_length, cfg.width), "positional_embedding")?,
+            resblocks: blocks(
+                vb.pp("transformer.resblocks"),
+                cfg.layers,
+                cfg.width,
+                cfg.heads,
+                cfg.ln_eps,
+            )?,
             ln_final: ln(vb.pp("ln_final"), cfg.width, cfg.ln_eps)?,
             text_projection: vb.get((cfg.width, cfg.embed_dim), "text_projection")?,
             cfg: cfg.clone(),
@@ -53,11 +60,17 @@ impl TextTransformer {
     pub fn forward(&self, ids: &Tensor, mut trace: Option<&mut Trace>) -> Result<Tensor> {
         let (k, t) = ids.dims2()?;
         if t > self.cfg.context_length {
-            return Err(Error::Text(format!("{t} tokens exceed the context of {}", self.cfg.context_length)));
+            return Err(Error::Text(format!(
+                "{t} tokens exceed the context of {}",
+                self.cfg.context_length
+            )));
         }
         let ids = ids.to_dtype(DType::U32)?;
         let eot: Vec<u32> = ids.argmax(1)?.to_vec1()?;
-        let mut x = self.token_embedding.forward(&ids)?.broadcast_add(&self.positional_embedding.i(..t)?)?;
+        let mut x = self
+            .token_embedding
+            .forward(&ids)?
+            .broadcast_add(&self.positional_embedding.i(..t)?)?;
         let mask = causal_mask(t, ids.device())?;
         for (i, block) in self.resblocks.iter().enumerate() {
             x = block.forward(&x, Some(&mask))?;
@@ -67,10 +80,17 @@ impl TextTransformer {
                 }
             }
         }
-        let rows: Vec<u32> = eot.iter().enumerate().map(|(r, &p)| r as u32 * t as u32 + p).collect();
+        let rows: Vec<u32> = eot
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| r as u32 * t as u32 + p)
+            .collect();
         let rows = Tensor::from_vec(rows, k, ids.device())?;
         let pooled = x.reshape((k * t, self.cfg.width))?.index_select(&rows, 0)?;
-        Ok(self.ln_final.forward(&pooled)?.matmul(&self.text_projection)?)
+        Ok(self
+            .ln_final
+            .forward(&pooled)?
+            .matmul(&self.text_projection)?)
     }
 
     /// Embeddings (K, D) of tokenised prompts (each `[SOT, …, EOT]`, unpadded), computed only up

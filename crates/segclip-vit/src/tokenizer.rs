@@ -19,7 +19,9 @@ use tokenizers::normalizers::{Lowercase, Replace, Sequence as NormSeq, NFC};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
+use tokenizers::{
+    NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer as HfTokenizer,
+};
 
 use crate::{Error, Result};
 
@@ -60,13 +62,18 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("context", &self.context).finish()
+        f.debug_struct("Tokenizer")
+            .field("context", &self.context)
+            .finish()
     }
 }
 
 /// GPT-2/CLIP's reversible byte → printable-character table, in CLIP's vocabulary order.
 fn bytes_to_unicode() -> Vec<(u8, char)> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -76,7 +83,10 @@ fn bytes_to_unicode() -> Vec<(u8, char)> {
             n += 1;
         }
     }
-    bs.into_iter().zip(cs).map(|(b, c)| (b as u8, char::from_u32(c).expect("valid code point"))).collect()
+    bs.into_iter()
+        .zip(cs)
+        .map(|(b, c)| (b as u8, char::from_u32(c).expect("valid code point")))
+        .collect()
 }
 
 /// Unescape HTML character references (named basics and numeric), as `html.unescape` does for
@@ -101,7 +111,9 @@ fn html_unescape(s: &str) -> String {
                 "apos" => Some('\''),
                 "nbsp" => Some('\u{a0}'),
                 _ if name.starts_with("#x") || name.starts_with("#X") => {
-                    u32::from_str_radix(&name[2..], 16).ok().and_then(char::from_u32)
+                    u32::from_str_radix(&name[2..], 16)
+                        .ok()
+                        .and_then(char::from_u32)
                 }
                 _ if name.starts_with('#') => name[1..].parse().ok().and_then(char::from_u32),
                 _ => None,
@@ -128,7 +140,9 @@ impl Tokenizer {
     /// `context` tokens (77 for evaluation, 32 for SegCLIP training).
     pub fn new(context: usize) -> Result<Self> {
         if context < 2 {
-            return Err(Error::Tokenizer(format!("a context of {context} tokens cannot hold the start and end tokens")));
+            return Err(Error::Tokenizer(format!(
+                "a context of {context} tokens cannot hold the start and end tokens"
+            )));
         }
         let mut text = String::new();
         flate2::read::GzDecoder::new(BPE_VOCAB_GZ)
@@ -147,15 +161,25 @@ impl Tokenizer {
             })
             .collect::<Result<_>>()?;
         if merges.len() != NUM_MERGES {
-            return Err(Error::Tokenizer(format!("expected {NUM_MERGES} merges, found {}", merges.len())));
+            return Err(Error::Tokenizer(format!(
+                "expected {NUM_MERGES} merges, found {}",
+                merges.len()
+            )));
         }
-        let byte_chars: Vec<String> = bytes_to_unicode().into_iter().map(|(_, c)| c.to_string()).collect();
+        let byte_chars: Vec<String> = bytes_to_unicode()
+            .into_iter()
+            .map(|(_, c)| c.to_string())
+            .collect();
         let mut vocab: Vec<String> = byte_chars.clone();
         vocab.extend(byte_chars.iter().map(|c| format!("{c}</w>")));
         vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
         vocab.push("<|startoftext|>".into());
         vocab.push("<|endoftext|>".into());
-        let vocab: ahash::AHashMap<String, u32> = vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        let vocab: ahash::AHashMap<String, u32> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .end_of_word_suffix("</w>".into())
@@ -164,18 +188,26 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut inner = HfTokenizer::new(bpe);
         let terr = |e: tokenizers::Error| Error::Tokenizer(e.to_string());
-        inner.with_normalizer(Some(NormalizerWrapper::Sequence(NormSeq::new(vec![
-            NFC.into(),
-            Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
+        inner
+            .with_normalizer(Some(NormalizerWrapper::Sequence(NormSeq::new(vec![
+                NFC.into(),
+                Replace::new(
+                    tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                    " ",
+                )
                 .map_err(terr)?
                 .into(),
-            Lowercase.into(),
-        ]))))
-        .map_err(terr)?;
+                Lowercase.into(),
+            ]))))
+            .map_err(terr)?;
         inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSeq::new(vec![
-            Split::new(SplitPattern::Regex(WORD_REGEX.into()), SplitDelimiterBehavior::Removed, true)
-                .map_err(terr)?
-                .into(),
+            Split::new(
+                SplitPattern::Regex(WORD_REGEX.into()),
+                SplitDelimiterBehavior::Removed,
+                true,
+            )
+            .map_err(terr)?
+            .into(),
             ByteLevel::new(false, true, false).into(),
         ]))));
         Ok(Self { inner, context })
@@ -188,7 +220,10 @@ impl Tokenizer {
     /// BPE ids of `text` without start and end tokens.
     pub fn bpe(&self, text: &str) -> Result<Vec<u32>> {
         let text = html_unescape(&html_unescape(text));
-        let enc = self.inner.encode(text.trim(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text.trim(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -213,7 +248,10 @@ mod tests {
         let tok = Tokenizer::new(77).unwrap();
         let golden = include_str!("../assets/tokenizer-golden.txt");
         let mut n = 0;
-        for line in golden.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in golden
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (text, ids) = line.split_once('\t').unwrap();
             let want: Vec<u32> = ids.split(' ').map(|v| v.parse().unwrap()).collect();
             let got = tok.encode(text).unwrap();
@@ -227,7 +265,9 @@ mod tests {
     #[test]
     fn truncation_keeps_the_end_token() {
         let tok = Tokenizer::new(8).unwrap();
-        let e = tok.encode("one two three four five six seven eight nine").unwrap();
+        let e = tok
+            .encode("one two three four five six seven eight nine")
+            .unwrap();
         assert_eq!(e.ids.len(), 8);
         assert_eq!(*e.ids.last().unwrap(), EOT);
         assert_eq!(e.ids[0], SOT);
@@ -237,9 +277,15 @@ mod tests {
 
     #[test]
     fn html_entities_are_unescaped_twice() {
-        assert_eq!(html_unescape("a &amp;amp; b &#39;c&#x27; &bogus; &"), "a &amp; b 'c' &bogus; &");
+        assert_eq!(
+            html_unescape("a &amp;amp; b &#39;c&#x27; &bogus; &"),
+            "a &amp; b 'c' &bogus; &"
+        );
         let tok = Tokenizer::new(77).unwrap();
-        assert_eq!(tok.encode("cats &amp;amp; dogs").unwrap(), tok.encode("cats & dogs").unwrap());
+        assert_eq!(
+            tok.encode("cats &amp;amp; dogs").unwrap(),
+            tok.encode("cats & dogs").unwrap()
+        );
     }
 
     #[test]

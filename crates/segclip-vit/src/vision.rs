@@ -28,10 +28,14 @@ pub fn patchify_chw(pixels: &Tensor, p: usize) -> Result<Tensor> {
     let (b, c, h, w) = pixels.dims4()?;
     let (gh, gw) = (h / p, w / p);
     if gh == 0 || gw == 0 {
-        return Err(crate::Error::Config(format!("an image of {h}x{w} pixels is smaller than one {p}x{p} patch")));
+        return Err(crate::Error::Config(format!(
+            "an image of {h}x{w} pixels is smaller than one {p}x{p} patch"
+        )));
     }
     let x = pixels.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?;
-    let x = x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?;
+    let x = x
+        .reshape((b, c, gh, p, gw, p))?
+        .permute((0, 2, 4, 1, 3, 5))?;
     Ok(x.contiguous()?.reshape((b, gh * gw, c * p * p))?)
 }
 
@@ -62,10 +66,17 @@ impl VisionStem {
         }
         let c = self.cfg.width;
         let patches = self.positional_embedding.narrow(0, 1, g * g)?;
-        let src: Vec<f32> = patches.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let src: Vec<f32> = patches
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
         let out = bicubic_hwc(&src, (g, g, c), (gh, gw));
-        let out = Tensor::from_vec(out, (gh * gw, c), patches.device())?.to_dtype(patches.dtype())?;
-        Ok(Tensor::cat(&[&self.positional_embedding.narrow(0, 0, 1)?, &out], 0)?)
+        let out =
+            Tensor::from_vec(out, (gh * gw, c), patches.device())?.to_dtype(patches.dtype())?;
+        Ok(Tensor::cat(
+            &[&self.positional_embedding.narrow(0, 0, 1)?, &out],
+            0,
+        )?)
     }
 
     /// Normalised pixels (B, 3, H, W) → `ln_pre` output (B, 1 + N, C), CLS first, and the patch
@@ -76,7 +87,10 @@ impl VisionStem {
         let (gh, gw) = (h / p, w / p);
         let patches = patchify_chw(pixels, p)?.broadcast_matmul(&self.patch_weight.t()?)?;
         let c = self.cfg.width;
-        let cls = self.class_embedding.reshape((1, 1, c))?.broadcast_as((b, 1, c))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, c))?
+            .broadcast_as((b, 1, c))?;
         let x = Tensor::cat(&[&cls.to_dtype(patches.dtype())?, &patches], 1)?;
         let x = x.broadcast_add(&self.positional_for_grid(gh, gw)?)?;
         Ok((self.ln_pre.forward(&x)?, (gh, gw)))
@@ -92,7 +106,10 @@ pub struct VisionHead {
 
 impl VisionHead {
     pub fn new(vb: VarBuilder, cfg: &VisionConfig, embed_dim: usize) -> Result<Self> {
-        Ok(Self { ln_post: ln(vb.pp("ln_post"), cfg.width, cfg.ln_eps)?, proj: vb.get((cfg.width, embed_dim), "proj")? })
+        Ok(Self {
+            ln_post: ln(vb.pp("ln_post"), cfg.width, cfg.ln_eps)?,
+            proj: vb.get((cfg.width, embed_dim), "proj")?,
+        })
     }
 }
 

@@ -52,15 +52,23 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let parts: Vec<&str> = spec.split('/').collect();
-    let looks_like_hub = parts.len() >= 2 && !spec.starts_with('.') && !spec.starts_with('/') && parts.iter().all(|p| !p.is_empty());
+    let looks_like_hub = parts.len() >= 2
+        && !spec.starts_with('.')
+        && !spec.starts_with('/')
+        && parts.iter().all(|p| !p.is_empty());
     if !looks_like_hub {
-        return Err(Error::WeightFile { path: spec.into(), reason: "no such file".into() });
+        return Err(Error::WeightFile {
+            path: spec.into(),
+            reason: "no such file".into(),
+        });
     }
     let repo = format!("{}/{}", parts[0], parts[1]);
     let files: Vec<String> = if parts.len() > 2 {
         vec![parts[2..].join("/")]
     } else {
-        ["model.safetensors", "pytorch_model.bin", "segclip.bin"].map(String::from).to_vec()
+        ["model.safetensors", "pytorch_model.bin", "segclip.bin"]
+            .map(String::from)
+            .to_vec()
     };
     let cache = hf_hub::Cache::from_env();
     for f in &files {
@@ -73,7 +81,10 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
 
 #[cfg(feature = "hub")]
 fn download(spec: &str, repo: &str, files: &[String]) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Hub { id: spec.into(), reason: e.to_string() })?;
+    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Hub {
+        id: spec.into(),
+        reason: e.to_string(),
+    })?;
     let mut last = String::new();
     for f in files {
         match api.model(repo.to_string()).get(f) {
@@ -81,7 +92,10 @@ fn download(spec: &str, repo: &str, files: &[String]) -> Result<PathBuf> {
             Err(e) => last = format!("{f}: {e}"),
         }
     }
-    Err(Error::Hub { id: spec.into(), reason: format!("no weight file found ({last})") })
+    Err(Error::Hub {
+        id: spec.into(),
+        reason: format!("no weight file found ({last})"),
+    })
 }
 
 #[cfg(not(feature = "hub"))]
@@ -99,7 +113,10 @@ fn download(spec: &str, _repo: &str, files: &[String]) -> Result<PathBuf> {
 
 /// Read every tensor of a safetensors or PyTorch file, as stored.
 pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
-    let werr = |reason: String| Error::WeightFile { path: path.display().to_string(), reason };
+    let werr = |reason: String| Error::WeightFile {
+        path: path.display().to_string(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| werr(e.to_string()))?;
     if meta.is_dir() {
         return Err(werr("is a directory, not a weight file".into()));
@@ -127,21 +144,30 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)
              OpenAI's ViT-B-16.pt are not supported: use the Hugging Face weights or save `model.state_dict()`"
         )));
     }
-    read_safetensors(path, device)
-        .map_err(|reason| werr(format!("neither a PyTorch zip archive nor a valid safetensors file ({reason})")))
+    read_safetensors(path, device).map_err(|reason| {
+        werr(format!(
+            "neither a PyTorch zip archive nor a valid safetensors file ({reason})"
+        ))
+    })
 }
 
 /// Read a safetensors file one tensor at a time (no memory map), upcasting half precision to
 /// f32 as it goes: the peak memory is the tensors plus one tensor's bytes.
-fn read_safetensors(path: &Path, device: &Device) -> std::result::Result<Vec<(String, Tensor)>, String> {
+fn read_safetensors(
+    path: &Path,
+    device: &Device,
+) -> std::result::Result<Vec<(String, Tensor)>, String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let file_len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|_| "shorter than a safetensors header".to_string())?;
+    f.read_exact(&mut n)
+        .map_err(|_| "shorter than a safetensors header".to_string())?;
     let n = u64::from_le_bytes(n);
     if n > 100 << 20 || 8 + n > file_len {
-        return Err(format!("header length {n} does not fit a {file_len}-byte file"));
+        return Err(format!(
+            "header length {n} does not fit a {file_len}-byte file"
+        ));
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(|e| e.to_string())?;
@@ -175,7 +201,10 @@ fn read_safetensors(path: &Path, device: &Device) -> std::result::Result<Vec<(St
         let start = off.first().and_then(|v| v.as_u64()).ok_or_else(bad)?;
         let end = off.get(1).and_then(|v| v.as_u64()).ok_or_else(bad)?;
         let numel: usize = shape.iter().product();
-        if end < start || (end - start) as usize != numel * dtype.size_in_bytes() || base + end > file_len {
+        if end < start
+            || (end - start) as usize != numel * dtype.size_in_bytes()
+            || base + end > file_len
+        {
             return Err(format!("tensor `{name}`: bytes [{start}, {end}) do not hold {shape:?} {dtype:?} within a {file_len}-byte file"));
         }
         entries.push((start, end, name, dtype, shape));
@@ -184,11 +213,18 @@ fn read_safetensors(path: &Path, device: &Device) -> std::result::Result<Vec<(St
     let mut out = Vec::with_capacity(entries.len());
     for (start, end, name, dtype, shape) in entries {
         let mut bytes = vec![0u8; (end - start) as usize];
-        f.seek(SeekFrom::Start(base + start)).map_err(|e| e.to_string())?;
-        f.read_exact(&mut bytes).map_err(|e| format!("tensor `{name}`: {e} (truncated file?)"))?;
-        let t = Tensor::from_raw_buffer(&bytes, dtype, &shape, device).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(base + start))
+            .map_err(|e| e.to_string())?;
+        f.read_exact(&mut bytes)
+            .map_err(|e| format!("tensor `{name}`: {e} (truncated file?)"))?;
+        let t =
+            Tensor::from_raw_buffer(&bytes, dtype, &shape, device).map_err(|e| e.to_string())?;
         drop(bytes);
-        let t = if matches!(dtype, DType::F16 | DType::BF16 | DType::F64) { t.to_dtype(DType::F32).map_err(|e| e.to_string())? } else { t };
+        let t = if matches!(dtype, DType::F16 | DType::BF16 | DType::F64) {
+            t.to_dtype(DType::F32).map_err(|e| e.to_string())?
+        } else {
+            t
+        };
         out.push((name, t));
     }
     Ok(out)
@@ -201,29 +237,59 @@ struct Taking {
 }
 
 impl candle_nn::var_builder::SimpleBackend for Taking {
-    fn get(&self, s: candle_core::Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self.get_unchecked(name, dtype, dev)?;
         if t.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape { msg: format!("shape mismatch for {name}"), expected: s, got: t.shape().clone() }.bt());
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            }
+            .bt());
         }
         Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.tensors.lock().map_err(|_| candle_core::Error::Msg("poisoned weight store".into()))?.remove(name);
-        let t = t.ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        let t = self
+            .tensors
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned weight store".into()))?
+            .remove(name);
+        let t = t.ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
         t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.lock().map(|m| m.contains_key(name)).unwrap_or(false)
+        self.tensors
+            .lock()
+            .map(|m| m.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
 fn detect(keys: &[&str]) -> Option<KeyFormat> {
-    if keys.iter().any(|k| k.starts_with("clip.") || k.starts_with("vis_mae_decoder.")) {
+    if keys
+        .iter()
+        .any(|k| k.starts_with("clip.") || k.starts_with("vis_mae_decoder."))
+    {
         Some(KeyFormat::SegClip)
-    } else if keys.iter().any(|k| k.starts_with("vision_model.") || k.starts_with("text_model.")) {
+    } else if keys
+        .iter()
+        .any(|k| k.starts_with("vision_model.") || k.starts_with("text_model."))
+    {
         Some(KeyFormat::HfClip)
     } else if keys.iter().any(|k| k.starts_with("visual.")) {
         Some(KeyFormat::OpenAiClip)
@@ -243,7 +309,10 @@ fn rename_openai(key: &str, first_stage_layer: usize) -> Option<String> {
         return Some(if n < first_stage_layer {
             format!("clip.visual.transformer.layers0.{n}.{tail}")
         } else {
-            format!("clip.visual.transformer.layers2.{}.{tail}", n - first_stage_layer)
+            format!(
+                "clip.visual.transformer.layers2.{}.{tail}",
+                n - first_stage_layer
+            )
         });
     }
     Some(format!("clip.{key}"))
@@ -272,7 +341,10 @@ fn rename_hf(key: &str) -> HfKey {
             _ => {
                 for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                     if let Some(kind) = tail.strip_prefix(&format!("self_attn.{p}.")) {
-                        return Some(HfKey::Qkv { target: format!("attn.in_proj_{kind}"), part: i });
+                        return Some(HfKey::Qkv {
+                            target: format!("attn.in_proj_{kind}"),
+                            part: i,
+                        });
                     }
                 }
                 return None;
@@ -282,10 +354,19 @@ fn rename_hf(key: &str) -> HfKey {
     };
     let prefixed = |prefix: &str, k: HfKey| match k {
         HfKey::Plain(t, tr) => HfKey::Plain(format!("{prefix}{t}"), tr),
-        HfKey::Qkv { target, part } => HfKey::Qkv { target: format!("{prefix}{target}"), part },
+        HfKey::Qkv { target, part } => HfKey::Qkv {
+            target: format!("{prefix}{target}"),
+            part,
+        },
         HfKey::Drop => HfKey::Drop,
     };
-    for (hf, ours) in [("vision_model.encoder.layers.", "visual.transformer.resblocks."), ("text_model.encoder.layers.", "transformer.resblocks.")] {
+    for (hf, ours) in [
+        (
+            "vision_model.encoder.layers.",
+            "visual.transformer.resblocks.",
+        ),
+        ("text_model.encoder.layers.", "transformer.resblocks."),
+    ] {
         if let Some(rest) = key.strip_prefix(hf) {
             if let Some((n, tail)) = rest.split_once('.') {
                 if let Some(k) = layer_tail(tail) {
@@ -311,7 +392,9 @@ fn rename_hf(key: &str) -> HfKey {
         "text_model.final_layer_norm.bias" => plain("ln_final.bias"),
         "text_projection.weight" => HfKey::Plain("text_projection".into(), true),
         "logit_scale" => plain("logit_scale"),
-        "vision_model.embeddings.position_ids" | "text_model.embeddings.position_ids" => HfKey::Drop,
+        "vision_model.embeddings.position_ids" | "text_model.embeddings.position_ids" => {
+            HfKey::Drop
+        }
         _ => HfKey::Plain(format!("unknown.{key}"), false),
     }
 }
@@ -327,9 +410,20 @@ impl StateDict {
     }
 
     /// Rename already-read tensors (see [`StateDict::load`]).
-    pub fn from_tensors(raw: Vec<(String, Tensor)>, source: &str, first_stage_layer: usize) -> Result<Self> {
-        let raw: Vec<(String, Tensor)> =
-            raw.into_iter().map(|(k, t)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), t)).collect();
+    pub fn from_tensors(
+        raw: Vec<(String, Tensor)>,
+        source: &str,
+        first_stage_layer: usize,
+    ) -> Result<Self> {
+        let raw: Vec<(String, Tensor)> = raw
+            .into_iter()
+            .map(|(k, t)| {
+                (
+                    k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                    t,
+                )
+            })
+            .collect();
         let keys: Vec<&str> = raw.iter().map(|(k, _)| k.as_str()).collect();
         let format = detect(&keys).ok_or_else(|| Error::WeightFile {
             path: source.into(),
@@ -342,7 +436,13 @@ impl StateDict {
         let mut tensors = HashMap::new();
         let mut qkv: BTreeMap<String, [Option<Tensor>; 3]> = BTreeMap::new();
         for (k, t) in raw {
-            let t = if t.dtype() == DType::F32 { t } else if t.dtype().is_float() { t.to_dtype(DType::F32)? } else { t };
+            let t = if t.dtype() == DType::F32 {
+                t
+            } else if t.dtype().is_float() {
+                t.to_dtype(DType::F32)?
+            } else {
+                t
+            };
             match format {
                 KeyFormat::SegClip => {
                     tensors.insert(k, t);
@@ -368,13 +468,21 @@ impl StateDict {
         }
         for (target, parts) in qkv {
             let [Some(q), Some(k), Some(v)] = parts else {
-                return Err(Error::MissingKeys { path: source.into(), count: 1, examples: format!("q/k/v projections of {target}") });
+                return Err(Error::MissingKeys {
+                    path: source.into(),
+                    count: 1,
+                    examples: format!("q/k/v projections of {target}"),
+                });
             };
             if let Some(name) = rename_openai(&target, first_stage_layer) {
                 tensors.insert(name, Tensor::cat(&[q, k, v], 0)?);
             }
         }
-        Ok(Self { tensors, source: source.into(), format })
+        Ok(Self {
+            tensors,
+            source: source.into(),
+            format,
+        })
     }
 
     /// Compare with the tensors a model expects. Every key of `required` must be present with its
@@ -400,14 +508,27 @@ impl StateDict {
                 Some(_) => {}
             }
         }
-        let known: std::collections::HashSet<&str> = required.iter().chain(optional).map(|(k, _)| k.as_str()).collect();
-        let mut unexpected: Vec<&String> = self.tensors.keys().filter(|k| !known.contains(k.as_str())).collect();
+        let known: std::collections::HashSet<&str> = required
+            .iter()
+            .chain(optional)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut unexpected: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
         unexpected.sort();
         if !unexpected.is_empty() {
             return Err(Error::UnexpectedKeys {
                 path: self.source.clone(),
                 count: unexpected.len(),
-                examples: unexpected.iter().take(3).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                examples: unexpected
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         if !missing.is_empty() {
@@ -415,7 +536,12 @@ impl StateDict {
             return Err(Error::MissingKeys {
                 path: self.source.clone(),
                 count: missing.len(),
-                examples: missing.iter().take(3).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                examples: missing
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         Ok(())
@@ -429,7 +555,13 @@ impl StateDict {
     /// A detached `VarBuilder` that gives each tensor away on first use (each key can be read
     /// once): building a model from it keeps the peak memory near the size of the weights.
     pub fn into_var_builder(self, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(Taking { tensors: std::sync::Mutex::new(self.tensors) }), DType::F32, device.clone())
+        VarBuilder::from_backend(
+            Box::new(Taking {
+                tensors: std::sync::Mutex::new(self.tensors),
+            }),
+            DType::F32,
+            device.clone(),
+        )
     }
 }
 
@@ -444,8 +576,14 @@ mod tests {
     #[test]
     fn openai_names_are_renamed_as_spec_5_3() {
         let raw = vec![
-            ("visual.transformer.resblocks.3.ln_1.weight".to_string(), t(&[4])),
-            ("visual.transformer.resblocks.11.mlp.c_fc.bias".to_string(), t(&[4])),
+            (
+                "visual.transformer.resblocks.3.ln_1.weight".to_string(),
+                t(&[4]),
+            ),
+            (
+                "visual.transformer.resblocks.11.mlp.c_fc.bias".to_string(),
+                t(&[4]),
+            ),
             ("token_embedding.weight".to_string(), t(&[2, 4])),
             ("input_resolution".to_string(), t(&[])),
         ];
@@ -461,7 +599,10 @@ mod tests {
                 "clip.visual.transformer.layers2.1.mlp.c_fc.bias"
             ]
         );
-        assert!(sd.tensors.values().all(|t| t.dtype() == DType::F32), "f16 is upcast");
+        assert!(
+            sd.tensors.values().all(|t| t.dtype() == DType::F32),
+            "f16 is upcast"
+        );
     }
 
     #[test]
@@ -482,29 +623,73 @@ mod tests {
         let sd = StateDict::from_tensors(raw, "mem", 10).unwrap();
         assert_eq!(sd.format, KeyFormat::HfClip);
         let packed = &sd.tensors["clip.transformer.resblocks.0.attn.in_proj_weight"];
-        assert_eq!(packed.to_vec2::<f32>().unwrap(), vec![vec![1., 1.], vec![1., 1.], vec![2., 2.], vec![2., 2.], vec![3., 3.], vec![3., 3.]]);
-        assert_eq!(sd.tensors["clip.visual.proj"].to_vec2::<f32>().unwrap(), vec![vec![1., 3., 5.], vec![2., 4., 6.]]);
+        assert_eq!(
+            packed.to_vec2::<f32>().unwrap(),
+            vec![
+                vec![1., 1.],
+                vec![1., 1.],
+                vec![2., 2.],
+                vec![2., 2.],
+                vec![3., 3.],
+                vec![3., 3.]
+            ]
+        );
+        assert_eq!(
+            sd.tensors["clip.visual.proj"].to_vec2::<f32>().unwrap(),
+            vec![vec![1., 3., 5.], vec![2., 4., 6.]]
+        );
         assert_eq!(sd.tensors.len(), 2);
     }
 
     #[test]
     fn check_names_missing_unexpected_and_misshaped_keys() {
-        let raw = vec![("clip.a".to_string(), t(&[2, 3])), ("clip.b".to_string(), t(&[4]))];
+        let raw = vec![
+            ("clip.a".to_string(), t(&[2, 3])),
+            ("clip.b".to_string(), t(&[4])),
+        ];
         let sd = StateDict::from_tensors(raw, "ckpt.bin", 10).unwrap();
         let req = |k: &str, s: &[usize]| (k.to_string(), s.to_vec());
-        let err = sd.check(&[req("clip.a", &[3, 2]), req("clip.b", &[4])], &[]).unwrap_err().to_string();
-        assert!(err.contains("clip.a") && err.contains("[3, 2]") && err.contains("[2, 3]"), "{err}");
-        let err = sd.check(&[req("clip.a", &[2, 3]), req("clip.b", &[4]), req("clip.c", &[1])], &[]).unwrap_err().to_string();
+        let err = sd
+            .check(&[req("clip.a", &[3, 2]), req("clip.b", &[4])], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clip.a") && err.contains("[3, 2]") && err.contains("[2, 3]"),
+            "{err}"
+        );
+        let err = sd
+            .check(
+                &[
+                    req("clip.a", &[2, 3]),
+                    req("clip.b", &[4]),
+                    req("clip.c", &[1]),
+                ],
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing 1") && err.contains("clip.c"), "{err}");
-        let err = sd.check(&[req("clip.a", &[2, 3])], &[]).unwrap_err().to_string();
-        assert!(err.contains("does not know") && err.contains("clip.b"), "{err}");
-        sd.check(&[req("clip.a", &[2, 3])], &[req("clip.b", &[4]), req("clip.z", &[9])]).unwrap();
+        let err = sd
+            .check(&[req("clip.a", &[2, 3])], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not know") && err.contains("clip.b"),
+            "{err}"
+        );
+        sd.check(
+            &[req("clip.a", &[2, 3])],
+            &[req("clip.b", &[4]), req("clip.z", &[9])],
+        )
+        .unwrap();
     }
 
     #[test]
     fn other_models_and_bad_files_are_named() {
         let raw = vec![("encoder.layer.0.weight".to_string(), t(&[2]))];
-        let err = StateDict::from_tensors(raw, "bert.bin", 10).unwrap_err().to_string();
+        let err = StateDict::from_tensors(raw, "bert.bin", 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a SegCLIP or CLIP checkpoint"), "{err}");
         let dir = std::env::temp_dir().join(format!("segclip-vit-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -515,8 +700,13 @@ mod tests {
         let junk = dir.join("junk.safetensors");
         std::fs::write(&junk, b"this is not a tensor file at all").unwrap();
         let err = read_tensors(&junk, &Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("junk.safetensors") && err.contains("safetensors"), "{err}");
-        let err = resolve(dir.join("nope.bin").to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("junk.safetensors") && err.contains("safetensors"),
+            "{err}"
+        );
+        let err = resolve(dir.join("nope.bin").to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no such file"), "{err}");
         std::fs::remove_dir_all(dir).ok();
     }

@@ -27,7 +27,11 @@ pub struct FelzenszwalbParams {
 
 impl Default for FelzenszwalbParams {
     fn default() -> Self {
-        Self { scale: 224.0, sigma: 0.9, min_size: 224 }
+        Self {
+            scale: 224.0,
+            sigma: 0.9,
+            min_size: 224,
+        }
     }
 }
 
@@ -50,7 +54,11 @@ fn find_root(forest: &mut [u32], mut n: u32) -> u32 {
 /// 32..63 of `key << 32 | index`: three 11-bit passes, stable), and runs of equal f32 keys (short)
 /// are then put in exact f64 order by insertion sort, which keeps ties in index order.
 fn sorted_order(costs: &[f64]) -> Vec<u32> {
-    let mut a: Vec<u64> = costs.iter().enumerate().map(|(i, &c)| ((c as f32).to_bits() as u64) << 32 | i as u64).collect();
+    let mut a: Vec<u64> = costs
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| ((c as f32).to_bits() as u64) << 32 | i as u64)
+        .collect();
     let mut b = vec![0u64; a.len()];
     const BITS: u32 = 11;
     for pass in 0..3 {
@@ -100,15 +108,30 @@ fn sorted_order(costs: &[f64]) -> Vec<u32> {
 }
 
 /// Segment an interleaved u8 image (h, w, c) (any channel count ≥ 1).
-pub fn felzenszwalb(pixels: &[u8], (h, w, c): (usize, usize, usize), p: &FelzenszwalbParams) -> LabelMap {
-    assert_eq!(pixels.len(), h * w * c, "image buffer does not match its size");
+pub fn felzenszwalb(
+    pixels: &[u8],
+    (h, w, c): (usize, usize, usize),
+    p: &FelzenszwalbParams,
+) -> LabelMap {
+    assert_eq!(
+        pixels.len(),
+        h * w * c,
+        "image buffer does not match its size"
+    );
     if h == 0 || w == 0 {
-        return LabelMap { height: h, width: w, labels: vec![], count: 0 };
+        return LabelMap {
+            height: h,
+            width: w,
+            labels: vec![],
+            count: 0,
+        };
     }
     let scale = p.scale / 255.0;
     let planes: Vec<Vec<f64>> = (0..c)
         .map(|ch| {
-            let mut plane: Vec<f64> = (0..h * w).map(|i| pixels[i * c + ch] as f64 / 255.0).collect();
+            let mut plane: Vec<f64> = (0..h * w)
+                .map(|i| pixels[i * c + ch] as f64 / 255.0)
+                .collect();
             gaussian_plane(&mut plane, (h, w), p.sigma);
             plane
         })
@@ -123,11 +146,20 @@ pub fn felzenszwalb(pixels: &[u8], (h, w, c): (usize, usize, usize), p: &Felzens
         let (right, rest) = costs.split_at_mut(n_right);
         let (down, rest) = rest.split_at_mut(n_down);
         let (dright, uright) = rest.split_at_mut(n_diag);
-        let acc = |out: &mut [f64], a0: usize, b0: usize, len: usize, rows: usize, a_stride: usize, b_stride: usize| {
+        let acc = |out: &mut [f64],
+                   a0: usize,
+                   b0: usize,
+                   len: usize,
+                   rows: usize,
+                   a_stride: usize,
+                   b_stride: usize| {
             for y in 0..rows {
                 let o = &mut out[y * len..(y + 1) * len];
                 for pl in &planes {
-                    let (pa, pb) = (&pl[a0 + y * a_stride..a0 + y * a_stride + len], &pl[b0 + y * b_stride..b0 + y * b_stride + len]);
+                    let (pa, pb) = (
+                        &pl[a0 + y * a_stride..a0 + y * a_stride + len],
+                        &pl[b0 + y * b_stride..b0 + y * b_stride + len],
+                    );
                     for ((v, &x), &z) in o.iter_mut().zip(pa).zip(pb) {
                         let d = x - z;
                         *v += d * d;
@@ -209,7 +241,12 @@ pub fn felzenszwalb(pixels: &[u8], (h, w, c): (usize, usize, usize), p: &Felzens
         }
         labels[i] = label_of_root[r];
     }
-    LabelMap { height: h, width: w, labels, count: next as usize }
+    LabelMap {
+        height: h,
+        width: w,
+        labels,
+        count: next as usize,
+    }
 }
 
 #[cfg(test)]
@@ -225,12 +262,28 @@ mod tests {
                 img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[255, 255, 255]);
             }
         }
-        let seg = felzenszwalb(&img, (h, w, 3), &FelzenszwalbParams { scale: 1.0, sigma: 0.0, min_size: 1 });
+        let seg = felzenszwalb(
+            &img,
+            (h, w, 3),
+            &FelzenszwalbParams {
+                scale: 1.0,
+                sigma: 0.0,
+                min_size: 1,
+            },
+        );
         assert_eq!(seg.count, 2);
         assert_eq!(seg.labels[0], 0);
         assert_eq!(seg.labels[w - 1], 1);
         // min_size merges everything into one component.
-        let seg = felzenszwalb(&img, (h, w, 3), &FelzenszwalbParams { scale: 1.0, sigma: 0.0, min_size: 400 });
+        let seg = felzenszwalb(
+            &img,
+            (h, w, 3),
+            &FelzenszwalbParams {
+                scale: 1.0,
+                sigma: 0.0,
+                min_size: 400,
+            },
+        );
         assert_eq!(seg.count, 1);
     }
 

@@ -5,7 +5,9 @@
 
 fn kernel(sigma: f64) -> Vec<f64> {
     let r = (4.0 * sigma + 0.5) as usize;
-    let w: Vec<f64> = (0..=2 * r).map(|i| (-0.5 / (sigma * sigma) * ((i as f64 - r as f64).powi(2))).exp()).collect();
+    let w: Vec<f64> = (0..=2 * r)
+        .map(|i| (-0.5 / (sigma * sigma) * ((i as f64 - r as f64).powi(2))).exp())
+        .collect();
     let s: f64 = w.iter().sum();
     w.iter().map(|v| v / s).collect()
 }
@@ -91,7 +93,13 @@ mod tests {
         gaussian_plane(&mut p, (1, 5), 1.0);
         // Axis 0 has one row, so only the row filter changes values (reflect of one sample is
         // itself).
-        let want = [0.5728870494358977, 1.9307676588016667, 4.951594464888316, 9.388191380567608, 13.15655944630651];
+        let want = [
+            0.5728870494358977,
+            1.9307676588016667,
+            4.951594464888316,
+            9.388191380567608,
+            13.15655944630651,
+        ];
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{p:?}");
         }

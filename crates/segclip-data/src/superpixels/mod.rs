@@ -37,10 +37,20 @@ impl Method {
     /// A stable text key of the method and every parameter (for caches).
     pub fn key(&self) -> String {
         match self {
-            Method::Felzenszwalb(p) => format!("felzenszwalb-scale{}-sigma{}-min{}", p.scale, p.sigma, p.min_size),
+            Method::Felzenszwalb(p) => format!(
+                "felzenszwalb-scale{}-sigma{}-min{}",
+                p.scale, p.sigma, p.min_size
+            ),
             Method::Slic(p) => format!(
                 "slic-n{}-c{}-it{}-sigma{}-conn{}-min{}-max{}-lab{}",
-                p.n_segments, p.compactness, p.max_num_iter, p.sigma, p.enforce_connectivity, p.min_size_factor, p.max_size_factor, p.convert2lab
+                p.n_segments,
+                p.compactness,
+                p.max_num_iter,
+                p.sigma,
+                p.enforce_connectivity,
+                p.min_size_factor,
+                p.max_size_factor,
+                p.convert2lab
             ),
         }
     }
@@ -78,7 +88,9 @@ mod tests {
     fn ari_of_hand_made_partitions() {
         assert_eq!(adjusted_rand_index(&[0, 0, 1, 1], &[5, 5, 7, 7]), 1.0);
         // sklearn.metrics.adjusted_rand_score([0, 0, 1, 1], [0, 0, 1, 2]) = 0.5714285714285715
-        assert!((adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.5714285714285715).abs() < 1e-12);
+        assert!(
+            (adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.5714285714285715).abs() < 1e-12
+        );
         // adjusted_rand_score([0, 0, 0, 1, 1, 1], [0, 1, 0, 1, 2, 2]) = 0.2424...
         let v = adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 1, 0, 1, 2, 2]);
         assert!((v - 0.24242424242424243).abs() < 1e-12, "{v}");

@@ -87,12 +87,24 @@ fn assign_row(r: Row, dy: f64, spatial: f64, c: [f64; 3], ci: u32) -> bool {
 
 /// scikit-image `rgb2lab` of one pixel in [0, 1] (sRGB → XYZ → Lab, D65 2° white).
 pub fn rgb_to_lab([r, g, b]: [f64; 3]) -> [f64; 3] {
-    let lin = |v: f64| if v > 0.04045 { ((v + 0.055) / 1.055).powf(2.4) } else { v / 12.92 };
+    let lin = |v: f64| {
+        if v > 0.04045 {
+            ((v + 0.055) / 1.055).powf(2.4)
+        } else {
+            v / 12.92
+        }
+    };
     let (r, g, b) = (lin(r), lin(g), lin(b));
     let x = (0.412453 * r + 0.357580 * g + 0.180423 * b) / 0.95047;
     let y = 0.212671 * r + 0.715160 * g + 0.072169 * b;
     let z = (0.019334 * r + 0.119193 * g + 0.950227 * b) / 1.08883;
-    let f = |t: f64| if t > 0.008856 { t.cbrt() } else { 7.787 * t + 16.0 / 116.0 };
+    let f = |t: f64| {
+        if t > 0.008856 {
+            t.cbrt()
+        } else {
+            7.787 * t + 16.0 / 116.0
+        }
+    };
     let (fx, fy, fz) = (f(x), f(y), f(z));
     [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
 }
@@ -123,28 +135,50 @@ fn regular_grid(h: usize, w: usize, n: usize) -> [(usize, usize); 2] {
     }
     let mut per_axis = [(0usize, 1usize); 3];
     for (k, &axis) in order.iter().enumerate() {
-        per_axis[axis] = ((steps[k] / 2.0).floor() as usize, (steps[k].round() as usize).max(1));
+        per_axis[axis] = (
+            (steps[k] / 2.0).floor() as usize,
+            (steps[k].round() as usize).max(1),
+        );
     }
     [per_axis[1], per_axis[2]]
 }
 
 /// SLIC on an interleaved RGB u8 image (h, w, 3); labels start at 0.
 pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
-    assert_eq!(pixels.len(), h * w * 3, "image buffer does not match its size");
+    assert_eq!(
+        pixels.len(),
+        h * w * 3,
+        "image buffer does not match its size"
+    );
     if h == 0 || w == 0 {
-        return LabelMap { height: h, width: w, labels: vec![], count: 0 };
+        return LabelMap {
+            height: h,
+            width: w,
+            labels: vec![],
+            count: 0,
+        };
     }
     let n = h * w;
-    let (lo, hi) = pixels.iter().fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = pixels
+        .iter()
+        .fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
     let (lo, hi) = (lo as f64 / 255.0, hi as f64 / 255.0);
     let norm = |v: u8| {
         let x = v as f64 / 255.0 - lo;
-        if hi != lo { x / (hi - lo) } else { x }
+        if hi != lo {
+            x / (hi - lo)
+        } else {
+            x
+        }
     };
     // Planar features, scaled by 1/compactness.
     let mut feat: Vec<Vec<f64>> = vec![vec![0f64; n]; 3];
     for i in 0..n {
-        let px = [norm(pixels[3 * i]), norm(pixels[3 * i + 1]), norm(pixels[3 * i + 2])];
+        let px = [
+            norm(pixels[3 * i]),
+            norm(pixels[3 * i + 1]),
+            norm(pixels[3 * i + 2]),
+        ];
         let v = if p.convert2lab { rgb_to_lab(px) } else { px };
         for c in 0..3 {
             feat[c][i] = v[c];
@@ -214,13 +248,22 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
         }
         for ((c, s), &m) in centers.iter_mut().zip(&sums).zip(&counts) {
             // An empty cluster's mean is 0/0 in scikit-image; it then wins no pixel again.
-            *c = if m == 0 { [f64::NAN; 5] } else { s.map(|v| v / m as f64) };
+            *c = if m == 0 {
+                [f64::NAN; 5]
+            } else {
+                s.map(|v| v / m as f64)
+            };
         }
     }
     let labels = nearest;
     if !p.enforce_connectivity {
         let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
-        return LabelMap { height: h, width: w, labels, count };
+        return LabelMap {
+            height: h,
+            width: w,
+            labels,
+            count,
+        };
     }
     let segment_size = n as f64 / k as f64;
     let min_size = (p.min_size_factor * segment_size) as usize;
@@ -272,7 +315,12 @@ fn enforce_connectivity(labels: &[u32], (h, w): (usize, usize), min_size: usize)
         }
     }
     let count = (next as usize).max(1);
-    LabelMap { height: h, width: w, labels: out, count }
+    LabelMap {
+        height: h,
+        width: w,
+        labels: out,
+        count,
+    }
 }
 
 #[cfg(test)]
@@ -289,7 +337,10 @@ mod tests {
         }
         let white = rgb_to_lab([1.0, 1.0, 1.0]);
         // rgb2lab([[[1, 1, 1]]]) = [100.0, -0.0024549378620508655, 0.004653421154054982]
-        assert!((white[0] - 100.0).abs() < 1e-9 && (white[1] + 0.0024549378620508655).abs() < 1e-12, "{white:?}");
+        assert!(
+            (white[0] - 100.0).abs() < 1e-9 && (white[1] + 0.0024549378620508655).abs() < 1e-12,
+            "{white:?}"
+        );
     }
 
     #[test]
@@ -308,7 +359,14 @@ mod tests {
                 img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&v);
             }
         }
-        let seg = slic(&img, (h, w), &SlicParams { n_segments: 4, ..Default::default() });
+        let seg = slic(
+            &img,
+            (h, w),
+            &SlicParams {
+                n_segments: 4,
+                ..Default::default()
+            },
+        );
         // No segment straddles the colour edge.
         for y in 0..h {
             assert_ne!(seg.labels[y * w + 29], seg.labels[y * w + 30]);

@@ -36,7 +36,10 @@ impl ClassList {
     pub fn new(classes: Vec<Vec<String>>) -> Result<Self> {
         let mut out: Vec<Class> = Vec::new();
         for (i, syn) in classes.into_iter().enumerate() {
-            let syn: Vec<String> = syn.into_iter().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+            let syn: Vec<String> = syn
+                .into_iter()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
             if syn.is_empty() || syn.iter().any(String::is_empty) {
                 return Err(Error::Classes(format!("class {} has an empty name", i + 1)));
             }
@@ -46,7 +49,9 @@ impl ClassList {
             out.push(Class { synonyms: syn });
         }
         if out.is_empty() {
-            return Err(Error::Classes("no classes given: name at least one class, e.g. --classes \"cat,dog\"".into()));
+            return Err(Error::Classes(
+                "no classes given: name at least one class, e.g. --classes \"cat,dog\"".into(),
+            ));
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, c) in out.iter().enumerate() {
@@ -69,7 +74,11 @@ impl ClassList {
         if s.trim().is_empty() {
             return Self::new(vec![]);
         }
-        Self::new(s.split(',').map(|c| c.split('|').map(|x| x.trim().to_string()).collect()).collect())
+        Self::new(
+            s.split(',')
+                .map(|c| c.split('|').map(|x| x.trim().to_string()).collect())
+                .collect(),
+        )
     }
 
     /// From a file's text: one class a line, synonyms separated by `,`; blank lines and lines
@@ -107,7 +116,10 @@ pub struct TextClassifier {
 
 impl TextClassifier {
     pub fn new(context: usize) -> Result<Self> {
-        Ok(Self { tokenizer: Tokenizer::new(context)?, cache: HashMap::new() })
+        Ok(Self {
+            tokenizer: Tokenizer::new(context)?,
+            cache: HashMap::new(),
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -117,7 +129,10 @@ impl TextClassifier {
     /// Un-normalised embeddings (P, D) of `prompts`, from the cache where possible.
     pub fn embed_prompts(&mut self, text: &TextTransformer, prompts: &[String]) -> Result<Tensor> {
         let todo: Vec<&String> = {
-            let mut v: Vec<&String> = prompts.iter().filter(|p| !self.cache.contains_key(*p)).collect();
+            let mut v: Vec<&String> = prompts
+                .iter()
+                .filter(|p| !self.cache.contains_key(*p))
+                .collect();
             v.sort();
             v.dedup();
             v
@@ -142,12 +157,20 @@ impl TextClassifier {
                 self.cache.insert((*p).clone(), emb.get(i)?);
             }
         }
-        let rows = prompts.iter().map(|p| self.cache[p].clone()).collect::<Vec<_>>();
+        let rows = prompts
+            .iter()
+            .map(|p| self.cache[p].clone())
+            .collect::<Vec<_>>();
         Ok(Tensor::stack(&rows, 0)?)
     }
 
     /// L2-normalised class embeddings T (K, D): per class, the mean over synonyms × templates.
-    pub fn classify(&mut self, text: &TextTransformer, classes: &ClassList, templates: Templates) -> Result<Tensor> {
+    pub fn classify(
+        &mut self,
+        text: &TextTransformer,
+        classes: &ClassList,
+        templates: Templates,
+    ) -> Result<Tensor> {
         let mut rows = Vec::with_capacity(classes.len());
         for c in &classes.classes {
             let prompts: Vec<String> = c
@@ -155,7 +178,10 @@ impl TextClassifier {
                 .iter()
                 .flat_map(|s| templates.list().iter().map(move |t| Templates::fill(t, s)))
                 .collect();
-            let e = self.embed_prompts(text, &prompts)?.to_dtype(DType::F32)?.mean(0)?;
+            let e = self
+                .embed_prompts(text, &prompts)?
+                .to_dtype(DType::F32)?
+                .mean(0)?;
             rows.push(e);
         }
         let t = Tensor::stack(&rows, 0)?;
@@ -165,7 +191,11 @@ impl TextClassifier {
 
 /// `x / max(‖x‖, 1e-12)` along the last dimension, as `F.normalize`.
 pub fn l2_normalize_rows(x: &Tensor) -> candle_core::Result<Tensor> {
-    let n = x.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::INFINITY)?;
+    let n = x
+        .sqr()?
+        .sum_keepdim(candle_core::D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::INFINITY)?;
     x.broadcast_div(&n)
 }
 
@@ -178,19 +208,32 @@ mod tests {
         let c = ClassList::parse_arg(" cat , dog,sofa|couch ").unwrap();
         assert_eq!(c.names(), ["cat", "dog", "sofa"]);
         assert_eq!(c.classes[2].synonyms, ["sofa", "couch"]);
-        let f = ClassList::parse_file("# VOC\nbackground\naeroplane, airplane\n\n  potted   plant\n").unwrap();
+        let f =
+            ClassList::parse_file("# VOC\nbackground\naeroplane, airplane\n\n  potted   plant\n")
+                .unwrap();
         assert_eq!(f.names(), ["aeroplane", "potted plant"]);
         assert_eq!(f.classes[0].synonyms, ["aeroplane", "airplane"]);
     }
 
     #[test]
     fn rejects_empty_and_duplicate_lists() {
-        for bad in ["", "   ", "background", "cat,,dog", "cat,dog,Cat", "sofa|couch,couch", "cat|cat"] {
+        for bad in [
+            "",
+            "   ",
+            "background",
+            "cat,,dog",
+            "cat,dog,Cat",
+            "sofa|couch,couch",
+            "cat|cat",
+        ] {
             let err = ClassList::parse_arg(bad).unwrap_err().to_string();
             assert!(err.starts_with("class list:"), "{bad:?}: {err}");
         }
         let err = ClassList::parse_arg("cat,dog,cat").unwrap_err().to_string();
         assert!(err.contains("`cat`") && err.contains("unique"), "{err}");
-        assert!(ClassList::parse_file("\n# nothing\n").unwrap_err().to_string().contains("no classes"));
+        assert!(ClassList::parse_file("\n# nothing\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no classes"));
     }
 }

@@ -23,7 +23,10 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { topk: 5, bg_thresh: Some(0.8) }
+        Self {
+            topk: 5,
+            bg_thresh: Some(0.8),
+        }
     }
 }
 
@@ -105,7 +108,12 @@ pub fn decode_crop(
         }
     }
     let img = normalized(image_emb);
-    let image_probs = softmax(&t_rows.iter().map(|t| scale * dot(&img, t)).collect::<Vec<_>>());
+    let image_probs = softmax(
+        &t_rows
+            .iter()
+            .map(|t| scale * dot(&img, t))
+            .collect::<Vec<_>>(),
+    );
     let mut order: Vec<usize> = (0..k).collect();
     order.sort_by(|&a, &b| image_probs[b].total_cmp(&image_probs[a]).then(a.cmp(&b)));
     let topk: Vec<usize> = order[..opts.topk.min(k).max(1)].to_vec();
@@ -113,7 +121,15 @@ pub fn decode_crop(
     for c in 0..l {
         let row = &g[c * k..(c + 1) * k];
         let pre = softmax(row);
-        let masked: Vec<f32> = (0..k).map(|j| if topk.contains(&j) { row[j] } else { f32::NEG_INFINITY }).collect();
+        let masked: Vec<f32> = (0..k)
+            .map(|j| {
+                if topk.contains(&j) {
+                    row[j]
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
         let post = softmax(&masked);
         for j in 0..k {
             f[c * k + j] = post[j] * pre[j];
@@ -123,11 +139,29 @@ pub fn decode_crop(
     let thr = opts.bg_thresh.map(|t| t.min(max_f));
     let center_is_bg = (0..l)
         .map(|c| match thr {
-            Some(t) => f[c * k..(c + 1) * k].iter().cloned().fold(f32::NEG_INFINITY, f32::max) < t,
+            Some(t) => {
+                f[c * k..(c + 1) * k]
+                    .iter()
+                    .cloned()
+                    .fold(f32::NEG_INFINITY, f32::max)
+                    < t
+            }
             None => false,
         })
         .collect();
-    CropDecode { centers: l, classes: k, size, amap, group, g, image_probs, topk, f, thr, center_is_bg }
+    CropDecode {
+        centers: l,
+        classes: k,
+        size,
+        amap,
+        group,
+        g,
+        image_probs,
+        topk,
+        f,
+        thr,
+        center_is_bg,
+    }
 }
 
 impl CropDecode {
@@ -145,7 +179,9 @@ impl CropDecode {
     /// The official logits (1 + K, h, w).
     pub fn logits(&self) -> Vec<f32> {
         let n = self.size.0 * self.size.1;
-        (0..=self.classes).flat_map(|ch| (0..n).map(move |p| self.logit(ch, p))).collect()
+        (0..=self.classes)
+            .flat_map(|ch| (0..n).map(move |p| self.logit(ch, p)))
+            .collect()
     }
 }
 
@@ -161,7 +197,10 @@ mod tests {
         let region = [1.0, 0.0, 0.0, 1.0];
         let image = [1.0, 0.2];
         let text = [1.0, 0.0, 0.0, 1.0];
-        let opts = DecodeOptions { topk: 1, bg_thresh: Some(0.9) };
+        let opts = DecodeOptions {
+            topk: 1,
+            bg_thresh: Some(0.9),
+        };
         let dec = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 4), &opts);
         assert_eq!(dec.group, vec![0, 0, 1, 1]);
         assert_eq!(dec.topk, vec![0]);
@@ -175,7 +214,19 @@ mod tests {
         let logits = dec.logits();
         assert_eq!(&logits[0..4], &[0.0, 0.0, 1.0, 1.0]);
         // Without background nothing is flagged.
-        let dec = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 4), &DecodeOptions { topk: 5, bg_thresh: None });
+        let dec = decode_crop(
+            &soft,
+            (1, 2),
+            &region,
+            &image,
+            &text,
+            10.0,
+            (1, 4),
+            &DecodeOptions {
+                topk: 5,
+                bg_thresh: None,
+            },
+        );
         assert!(dec.center_is_bg.iter().all(|b| !b));
     }
 }

@@ -9,7 +9,12 @@
 //!   `src = max(0, (dst + 0.5)·in/out − 0.5)`.
 
 /// mmcv `imrescale` size for a `(h, w)` image, never below `min_side` pixels.
-pub fn rescale_size((h, w): (usize, usize), short: usize, long_max: usize, min_side: usize) -> (usize, usize) {
+pub fn rescale_size(
+    (h, w): (usize, usize),
+    short: usize,
+    long_max: usize,
+    min_side: usize,
+) -> (usize, usize) {
     let (lo, hi) = (h.min(w) as f64, h.max(w) as f64);
     let sf = (long_max as f64 / hi).min(short as f64 / lo);
     let f = |d: usize| ((d as f64 * sf + 0.5) as usize).max(min_side);
@@ -30,7 +35,11 @@ fn taps_f64(input: usize, output: usize) -> Vec<(usize, usize, f64)> {
 }
 
 /// Bilinear resize of an interleaved u8 image (h, w, c) to (oh, ow, c).
-pub fn resize_bilinear_u8(src: &[u8], (h, w, c): (usize, usize, usize), (oh, ow): (usize, usize)) -> Vec<u8> {
+pub fn resize_bilinear_u8(
+    src: &[u8],
+    (h, w, c): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<u8> {
     assert_eq!(src.len(), h * w * c);
     if (h, w) == (oh, ow) {
         return src.to_vec();
@@ -42,7 +51,8 @@ pub fn resize_bilinear_u8(src: &[u8], (h, w, c): (usize, usize, usize), (oh, ow)
         for (x, &(x0, x1, lx)) in tx.iter().enumerate() {
             for ch in 0..c {
                 let p = |yy: usize, xx: usize| src[(yy * w + xx) * c + ch] as f64;
-                let v = (1.0 - ly) * ((1.0 - lx) * p(y0, x0) + lx * p(y0, x1)) + ly * ((1.0 - lx) * p(y1, x0) + lx * p(y1, x1));
+                let v = (1.0 - ly) * ((1.0 - lx) * p(y0, x0) + lx * p(y0, x1))
+                    + ly * ((1.0 - lx) * p(y1, x0) + lx * p(y1, x1));
                 out[(y * ow + x) * c + ch] = v.round_ties_even().clamp(0.0, 255.0) as u8;
             }
         }
@@ -65,7 +75,11 @@ pub fn taps_f32(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
 }
 
 /// Bilinear resize (align_corners = False) of planar f32 data (c, h, w) to (c, oh, ow).
-pub fn bilinear_chw(src: &[f32], (c, h, w): (usize, usize, usize), (oh, ow): (usize, usize)) -> Vec<f32> {
+pub fn bilinear_chw(
+    src: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
     assert_eq!(src.len(), c * h * w);
     let ty = taps_f32(h, oh);
     let tx = taps_f32(w, ow);

@@ -28,12 +28,22 @@ pub struct RgbImage {
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         if width == 0 || height == 0 {
-            return Err(Error::Input(format!("the image is {width}x{height}: it has no pixels")));
+            return Err(Error::Input(format!(
+                "the image is {width}x{height}: it has no pixels"
+            )));
         }
         if data.len() != width * height * 3 {
-            return Err(Error::Input(format!("{width}x{height} RGB needs {} bytes, got {}", width * height * 3, data.len())));
+            return Err(Error::Input(format!(
+                "{width}x{height} RGB needs {} bytes, got {}",
+                width * height * 3,
+                data.len()
+            )));
         }
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 }
 
@@ -54,7 +64,14 @@ pub struct SegmentOptions {
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        Self { short_side: 224, long_max: 2048, crop: 224, stride: 224, max_batch: 8, decode: DecodeOptions::default() }
+        Self {
+            short_side: 224,
+            long_max: 2048,
+            crop: 224,
+            stride: 224,
+            max_batch: 8,
+            decode: DecodeOptions::default(),
+        }
     }
 }
 
@@ -88,12 +105,19 @@ impl Segmentation {
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
-        counts.iter().map(|&c| c as f64 / self.labels.len() as f64).collect()
+        counts
+            .iter()
+            .map(|&c| c as f64 / self.labels.len() as f64)
+            .collect()
     }
 }
 
 /// mmseg's slide windows over an (h, w) image: (y, x, ch, cw).
-pub fn slide_windows((h, w): (usize, usize), crop: usize, stride: usize) -> Vec<(usize, usize, usize, usize)> {
+pub fn slide_windows(
+    (h, w): (usize, usize),
+    crop: usize,
+    stride: usize,
+) -> Vec<(usize, usize, usize, usize)> {
     let grids = |n: usize| (n.saturating_sub(crop) + stride - 1) / stride + 1;
     let mut out = Vec::new();
     for hi in 0..grids(h) {
@@ -121,8 +145,16 @@ pub fn run_crops(
     let scale = model.logit_scale_exp()?;
     let l = out.soft.dim(1)?;
     let soft: Vec<f32> = out.soft.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let reg: Vec<f32> = out.region_emb.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let img: Vec<f32> = out.image_emb.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let reg: Vec<f32> = out
+        .region_emb
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let img: Vec<f32> = out
+        .image_emb
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
     let (n, d) = (out.grid.0 * out.grid.1, img.len() / b);
     Ok((0..b)
         .map(|i| {
@@ -151,7 +183,10 @@ pub fn segment(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Segmentation> {
     if opts.crop < model.config().vision.patch_size || opts.stride == 0 || opts.max_batch == 0 {
-        return Err(Error::Input(format!("crop {} / stride {} / batch {} are not usable", opts.crop, opts.stride, opts.max_batch)));
+        return Err(Error::Input(format!(
+            "crop {} / stride {} / batch {} are not usable",
+            opts.crop, opts.stride, opts.max_batch
+        )));
     }
     let mut timings = Timings::default();
     let t0 = Instant::now();
@@ -187,7 +222,17 @@ pub fn segment(
                 .map(|&(y, x, ch, cw)| full.narrow(2, y, ch)?.narrow(3, x, cw))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let batch = Tensor::cat(&crops, 0)?;
-            let decoded = run_crops(model, &batch, &text_v, &opts.decode, if done == 0 { trace.as_deref_mut() } else { None })?;
+            let decoded = run_crops(
+                model,
+                &batch,
+                &text_v,
+                &opts.decode,
+                if done == 0 {
+                    trace.as_deref_mut()
+                } else {
+                    None
+                },
+            )?;
             timings.visual_ms += t1.elapsed().as_secs_f64() * 1e3;
             let t2 = Instant::now();
             for (&(y, x, ch, cw), dec) in chunk.iter().zip(&decoded) {
@@ -198,7 +243,8 @@ pub fn segment(
                 }
                 for c in 0..channels {
                     for yy in 0..ch {
-                        let row = &mut preds[(c * h + y + yy) * w + x..(c * h + y + yy) * w + x + cw];
+                        let row =
+                            &mut preds[(c * h + y + yy) * w + x..(c * h + y + yy) * w + x + cw];
                         for (xx, v) in row.iter_mut().enumerate() {
                             *v += dec.logit(c, yy * cw + xx);
                         }
@@ -231,7 +277,8 @@ pub fn segment(
             let mut best = (0usize, f32::NEG_INFINITY);
             for c in 0..channels {
                 let pl = &preds[c * h * w..(c + 1) * h * w];
-                let v = a0 * (b0 * pl[y0 * w + x0] + b1 * pl[y0 * w + x1]) + a1 * (b0 * pl[y1 * w + x0] + b1 * pl[y1 * w + x1]);
+                let v = a0 * (b0 * pl[y0 * w + x0] + b1 * pl[y0 * w + x1])
+                    + a1 * (b0 * pl[y1 * w + x0] + b1 * pl[y1 * w + x1]);
                 if v > best.1 {
                     best = (c, v);
                 }
@@ -240,24 +287,44 @@ pub fn segment(
         }
     }
     timings.postprocess_ms = t3.elapsed().as_secs_f64() * 1e3;
-    Ok(Segmentation { width: w0, height: h0, labels, channels, model_size: (h, w), windows, timings })
+    Ok(Segmentation {
+        width: w0,
+        height: h0,
+        labels,
+        channels,
+        model_size: (h, w),
+        windows,
+        timings,
+    })
 }
 
 /// Record a crop's decode under the parity names (`decode.*`).
 pub fn record_decode(t: &mut Trace, d: &CropDecode, device: &candle_core::Device) -> Result<()> {
     let (l, k, (h, w)) = (d.centers, d.classes, d.size);
-    t.record("decode.amap", &Tensor::from_slice(&d.amap, (l, h, w), device)?);
+    t.record(
+        "decode.amap",
+        &Tensor::from_slice(&d.amap, (l, h, w), device)?,
+    );
     let group: Vec<i64> = d.group.iter().map(|&g| g as i64).collect();
     t.record("decode.group", &Tensor::from_vec(group, (h, w), device)?);
     t.record("decode.G", &Tensor::from_slice(&d.g, (l, k), device)?);
-    t.record("decode.image_probs", &Tensor::from_slice(&d.image_probs, k, device)?);
+    t.record(
+        "decode.image_probs",
+        &Tensor::from_slice(&d.image_probs, k, device)?,
+    );
     let topk: Vec<i64> = d.topk.iter().map(|&v| v as i64).collect();
-    t.record("decode.topk_indices", &Tensor::from_vec(topk, d.topk.len(), device)?);
+    t.record(
+        "decode.topk_indices",
+        &Tensor::from_vec(topk, d.topk.len(), device)?,
+    );
     t.record("decode.F", &Tensor::from_slice(&d.f, (l, k), device)?);
     if let Some(thr) = d.thr {
         t.record("decode.bg_thresh_used", &Tensor::new(thr, device)?);
     }
-    t.record("decode.logits", &Tensor::from_vec(d.logits(), (1 + k, h, w), device)?);
+    t.record(
+        "decode.logits",
+        &Tensor::from_vec(d.logits(), (1 + k, h, w), device)?,
+    );
     Ok(())
 }
 
@@ -268,7 +335,10 @@ mod tests {
     #[test]
     fn windows_follow_mmseg() {
         // VOC 500x375 -> 299x224: two crops, the last snapped back to the border.
-        assert_eq!(slide_windows((224, 299), 224, 224), vec![(0, 0, 224, 224), (0, 75, 224, 224)]);
+        assert_eq!(
+            slide_windows((224, 299), 224, 224),
+            vec![(0, 0, 224, 224), (0, 75, 224, 224)]
+        );
         assert_eq!(slide_windows((224, 224), 224, 224), vec![(0, 0, 224, 224)]);
         // Smaller than a crop: one window covering the image.
         assert_eq!(slide_windows((100, 50), 224, 224), vec![(0, 0, 100, 50)]);
