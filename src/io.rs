@@ -218,6 +218,42 @@ pub fn write_label_png(path: &Path, seg: &Segmentation) -> Result<(), IoError> {
     })
 }
 
+/// A label map as a 16-bit grayscale PNG (pixel value = label).
+pub fn write_gray16_png(path: &Path, width: usize, height: usize, labels: &[u32]) -> Result<(), IoError> {
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, width as u32, height as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let data: Vec<u8> = labels.iter().flat_map(|&l| (l.min(65535) as u16).to_be_bytes()).collect();
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    })
+}
+
+/// The image with the boundaries between differently labelled pixels drawn in red.
+pub fn write_boundary_png(path: &Path, image: &RgbImage, labels: &[u32]) -> Result<(), IoError> {
+    let (w, h) = (image.width, image.height);
+    let mut buf = image.data.clone();
+    for y in 0..h {
+        for x in 0..w {
+            let l = labels[y * w + x];
+            let edge = (x + 1 < w && labels[y * w + x + 1] != l) || (y + 1 < h && labels[(y + 1) * w + x] != l);
+            if edge {
+                buf[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[255, 0, 0]);
+            }
+        }
+    }
+    write_atomic(path, |wr| {
+        let mut enc = png::Encoder::new(wr, w as u32, h as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&buf).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    })
+}
+
 fn draw_text(
     buf: &mut [u8],
     width: usize,
