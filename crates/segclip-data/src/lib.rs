@@ -2,8 +2,8 @@
 //!
 //! Everything SegCLIP's training and evaluation read, computed natively: superpixels
 //! (Felzenszwalb and SLIC as scikit-image defines them), patch labels, MAE masking and the patch
-//! layout, and training transforms. Caption and segmentation dataset loaders come with the data
-//! issue.
+//! layout, training transforms, caption datasets (WebDataset shards, TSV, COCO Karpathy, JSONL)
+//! with a superpixel cache, and the evaluation segmentation datasets (VOC, Context, COCO-Object).
 //!
 //! ```
 //! use segclip_data::superpixels::{felzenszwalb, FelzenszwalbParams};
@@ -12,7 +12,11 @@
 //! assert_eq!(seg.count, 1);
 //! ```
 
+pub mod datasets;
+mod error;
 pub mod masking;
 pub mod patch_labels;
 pub mod superpixels;
 pub mod transforms;
+
+pub use error::{Error, Result};
