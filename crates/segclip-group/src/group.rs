@@ -18,7 +18,8 @@
 //! In training the hard assignment is straight-through: `Hard − stopgrad(y) + y`.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use segclip_vit::norm::LayerNorm;
 use segclip_vit::block::{ln, quick_gelu, Mlp};
 use segclip_vit::linear::Linear;
 use segclip_vit::{MultiHeadAttention, Trace};

@@ -10,10 +10,11 @@
 //! semantic group module uses.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{layer_norm, LayerNorm, LayerNormConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 pub use crate::activation::quick_gelu;
 use crate::linear::Linear;
+pub use crate::norm::LayerNorm;
 use crate::Result;
 
 /// Above this many attention scores per call, the composite (autograd) path runs one batch
@@ -374,14 +375,7 @@ impl Module for Mlp {
 
 /// A LayerNorm with PyTorch's defaults and the given eps.
 pub fn ln(vb: VarBuilder, width: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(layer_norm(
-        width,
-        LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-        vb,
-    )?)
+    LayerNorm::load(vb, width, eps)
 }
 
 /// One pre-norm CLIP residual block (`ln_1`, `attn`, `ln_2`, `mlp`).

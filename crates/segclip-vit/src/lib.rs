@@ -21,6 +21,7 @@ mod error;
 pub mod fastmath;
 pub mod interpolate;
 pub mod linear;
+pub mod norm;
 pub mod seeded;
 pub mod text;
 pub mod tokenizer;

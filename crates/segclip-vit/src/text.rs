@@ -11,7 +11,8 @@
 //! same embedding as the full 77-token run for a fraction of the work.
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{embedding, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
+use crate::norm::LayerNorm;
 
 use crate::block::{blocks, causal_mask, ln, ResidualBlock};
 use crate::{Error, Result, TextConfig, Trace};

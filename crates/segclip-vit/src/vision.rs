@@ -5,7 +5,8 @@
 //! training grid) and `ln_pre`. Head: `ln_post`, then `x @ proj`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+use crate::norm::LayerNorm;
 
 use crate::block::ln;
 use crate::interpolate::bicubic_hwc;
