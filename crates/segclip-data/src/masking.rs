@@ -37,14 +37,7 @@ pub fn random_masking(noise: &[f32], len_keep: usize) -> Masking {
 }
 
 /// (B, 3, H, W) → (B, (H/p)·(W/p), p·p·3), each patch in (row, column, channel) order.
-pub fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (gh, gw) = (h / p, w / p);
-    x.reshape((b, c, gh, p, gw, p))?
-        .permute((0, 2, 4, 3, 5, 1))?
-        .contiguous()?
-        .reshape((b, gh * gw, p * p * c))
-}
+pub use segclip_vit::vision::patchify_pqc as patchify;
 
 /// The inverse of [`patchify`] for a (gh, gw) grid of p-pixel patches with `c` channels.
 pub fn unpatchify(x: &Tensor, p: usize, (gh, gw): (usize, usize), c: usize) -> Result<Tensor> {

@@ -194,7 +194,10 @@ impl SemanticGroup {
                 ((h - y.detach())? + &y)?
             }
         };
-        let counts = hard.sum_keepdim(D::Minus1)?.clamp(1f32, f32::INFINITY)?; // (B, L, 1)
+        let counts = hard.sum_keepdim(D::Minus1)?; // (B, L, 1)
+        // max(count, 1) with PyTorch's clamp gradient: it flows only where count > 1 (candle's
+        // clamp would pass half of it at count == 1, a center holding one patch).
+        let counts = counts.gt(1f32)?.where_cond(&counts, &counts.ones_like()?)?;
         let s = hard.matmul(&v)?.broadcast_div(&counts)?;
         let regions = self.proj_o.forward(&(&q + s)?)?;
         if let Some(t) = trace.as_deref_mut() {

@@ -22,10 +22,12 @@
 mod config;
 mod error;
 pub mod group;
+pub mod masked;
 pub mod model;
 pub mod zeroshot;
 
 pub use config::{DecoderConfig, GroupConfig, SegClipConfig};
 pub use error::{Error, Result};
 pub use group::{GroupOutput, SemanticGroup};
+pub use masked::{MaskedBranch, MaskedOutput};
 pub use model::{SegClip, SegClipVisual, VisualOutput};

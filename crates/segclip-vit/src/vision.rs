@@ -119,3 +119,12 @@ impl Module for VisionHead {
         self.ln_post.forward(x)?.broadcast_matmul(&self.proj)
     }
 }
+
+/// (B, C, H, W) → (B, (H/p)·(W/p), p·p·C) with each patch in (row, column, channel) order: the
+/// MAE reconstruction target layout (spec 2.2), unlike [`patchify_chw`]'s (channel, row,
+/// column) stem layout.
+pub fn patchify_pqc(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (gh, gw) = (h / p, w / p);
+    x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 3, 5, 1))?.contiguous()?.reshape((b, gh * gw, p * p * c))
+}
