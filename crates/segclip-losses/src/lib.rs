@@ -9,6 +9,7 @@ pub mod decoder;
 mod error;
 pub mod forward;
 pub mod losses;
+pub mod parity;
 
 pub use decoder::MaeDecoder;
 pub use error::{Error, Result};

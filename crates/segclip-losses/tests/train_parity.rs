@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use segclip_group::SegClipConfig;
-use segclip_losses::{Batch, LossWeights, Noise, TrainingModel};
+use segclip_losses::{LossWeights, TrainingModel};
 use segclip_vit::Trace;
 
 fn load(name: &str) -> HashMap<String, Tensor> {
@@ -28,29 +28,10 @@ fn training_step_matches_the_official_code() {
     let dev = Device::Cpu;
     let cfg_path = format!("{}/../../fixtures/parity/small/config.json", env!("CARGO_MANIFEST_DIR"));
     let cfg = SegClipConfig::from_file(std::path::Path::new(&cfg_path)).unwrap();
-    let seeded = segclip_group::model::seeded_state_dict(&cfg, 0, &dev).unwrap();
-    let varmap = VarMap::new();
-    {
-        let mut data = varmap.data().lock().unwrap();
-        for (k, t) in seeded.tensors {
-            data.insert(k, Var::from_tensor(&t).unwrap());
-        }
-    }
+    let varmap = segclip_losses::parity::seeded_varmap(&cfg, 0, &dev).unwrap();
     let model = TrainingModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
     let (train, inf) = (load("train.safetensors"), load("inference.safetensors"));
-    let b = train["train.input_ids"].dim(0).unwrap();
-    let batch = Batch {
-        input_ids: train["train.input_ids"].clone(),
-        pixels: inf["input.pixels"].clone(),
-        image_seg: train["train.image_seg"].reshape((b, 196)).unwrap(),
-    };
-    let noise = Noise {
-        gumbel_plain: train["train.gumbel_noise.0"].clone(),
-        ids_keep: train["train.mae.ids_keep"].clone(),
-        ids_restore: train["train.mae.ids_restore"].clone(),
-        mask: train["train.mae.mask"].clone(),
-        gumbel_masked: train["train.gumbel_noise.1"].clone(),
-    };
+    let (batch, noise) = segclip_losses::parity::fixture_inputs(&train, &inf["input.pixels"], 14).unwrap();
     let mut trace = Trace::default();
     let losses = model.forward(&batch, &noise, &LossWeights::default(), Some(&mut trace)).unwrap();
     let mut failures = Vec::new();

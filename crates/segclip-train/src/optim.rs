@@ -1,0 +1,191 @@
+//! The official optimiser, `AdaptAdamW` (spec section 3.7), with SegCLIP's parameter groups,
+//! freezing and global gradient-norm clipping.
+//!
+//! Per parameter, at its step t (g = clipped gradient):
+//!
+//! ```text
+//! m = β₁ m + (1 − β₁) g;   v = β₂ v + (1 − β₂) g²
+//! lr_t = lr · schedule(t / t_total)
+//! p = p · (1 − lr_t · wd)                                  decoupled decay, before the update
+//! p = p − lr_t / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)      ε after the bias-corrected root
+//! ```
+//!
+//! candle-nn's `AdamW` differs (it adds ε to √v̂ of bias-corrected v, and is not grouped), so this
+//! is our own.
+
+use candle_core::{backprop::GradStore, DType, Tensor, Var};
+
+use crate::schedule::warmup_cosine;
+use crate::Result;
+
+/// Hyper-parameters; the defaults are the official recipe's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimConfig {
+    /// Learning rate of the new modules, `layers2`, `ln_post`, `proj` and the MAE decoder.
+    pub lr: f64,
+    /// Learning rate of the rest of the backbone (visual `layers0`, the text tower,
+    /// `logit_scale`).
+    pub lower_lr: f64,
+    pub weight_decay: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub warmup: f64,
+    pub total_steps: usize,
+    /// Global L2 gradient-norm bound.
+    pub clip_grad: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self { lr: 4e-3, lower_lr: 4e-6, weight_decay: 0.05, betas: (0.9, 0.98), eps: 1e-6, warmup: 0.15, total_steps: 1, clip_grad: 1.0 }
+    }
+}
+
+/// Parameters SegCLIP never trains (spec 3.7): patch stem, positional and class embeddings,
+/// `ln_pre`, the text token and positional embeddings, the fixed decoder positions.
+pub fn is_frozen(name: &str) -> bool {
+    matches!(
+        name,
+        "clip.visual.class_embedding"
+            | "clip.visual.positional_embedding"
+            | "clip.visual.conv1.weight"
+            | "clip.visual.ln_pre.weight"
+            | "clip.visual.ln_pre.bias"
+            | "clip.token_embedding.weight"
+            | "clip.positional_embedding"
+            | "vis_mae_decoder.decoder_pos_embed"
+    )
+}
+
+/// Whether `name` trains at the high learning rate.
+pub fn is_high_lr(name: &str) -> bool {
+    const HIGH: [&str; 6] = [
+        "clip.visual.transformer.semantic_layer2.",
+        "clip.visual.transformer.layers2.",
+        "clip.visual.transformer.layers_mae2.",
+        "clip.visual.transformer.reconstruct_layer2.",
+        "clip.visual.ln_post.",
+        "vis_mae_decoder.",
+    ];
+    name == "clip.visual.proj" || HIGH.iter().any(|p| name.starts_with(p))
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    lr: f64,
+    wd: f64,
+    m: Option<Tensor>,
+    v: Option<Tensor>,
+    step: usize,
+}
+
+/// The optimiser over named parameters.
+pub struct AdaptAdamW {
+    params: Vec<Param>,
+    cfg: OptimConfig,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// The factor every gradient was multiplied by.
+    pub clip_coef: f32,
+}
+
+impl AdaptAdamW {
+    /// Group `named` parameters the SegCLIP way; frozen ones are left out.
+    pub fn new(named: impl IntoIterator<Item = (String, Var)>, cfg: OptimConfig) -> Self {
+        let mut params: Vec<Param> = named
+            .into_iter()
+            .filter(|(n, _)| !is_frozen(n))
+            .map(|(name, var)| Param {
+                lr: if is_high_lr(&name) { cfg.lr } else { cfg.lower_lr },
+                wd: if name.contains("bias") { 0.0 } else { cfg.weight_decay },
+                name,
+                var,
+                m: None,
+                v: None,
+                step: 0,
+            })
+            .collect();
+        params.sort_by(|a, b| a.name.cmp(&b.name));
+        Self { params, cfg }
+    }
+
+    pub fn config(&self) -> &OptimConfig {
+        &self.cfg
+    }
+
+    /// The scheduled learning rate of a parameter at its step `t`.
+    pub fn lr_at(&self, base: f64, t: usize) -> f64 {
+        base * warmup_cosine(t as f64 / self.cfg.total_steps.max(1) as f64, self.cfg.warmup)
+    }
+
+    /// The global L2 norm of the trainable parameters' gradients.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f32> {
+        let mut total = 0f32;
+        for p in &self.params {
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                let n = g.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.sqrt();
+                total += n * n;
+            }
+        }
+        Ok(total.sqrt())
+    }
+
+    /// Clip the global gradient norm at `clip_grad`, then update every parameter that has a
+    /// gradient.
+    pub fn step(&mut self, grads: &GradStore) -> Result<StepStats> {
+        let norm = self.grad_norm(grads)?;
+        let coef = (self.cfg.clip_grad as f32 / (norm + 1e-6)).min(1.0);
+        self.apply(&|_, var: &Var| grads.get(var.as_tensor()).cloned(), coef)?;
+        Ok(StepStats { grad_norm: norm, clip_coef: coef })
+    }
+
+    /// Update each parameter whose gradient `grad_of(name, var)` gives, scaled by `coef`.
+    pub fn apply(&mut self, grad_of: &dyn Fn(&str, &Var) -> Option<Tensor>, coef: f32) -> Result<()> {
+        let (b1, b2) = self.cfg.betas;
+        for i in 0..self.params.len() {
+            let Some(g) = grad_of(&self.params[i].name, &self.params[i].var) else { continue };
+            let g = if coef == 1.0 { g } else { (g * coef as f64)? };
+            let p = &mut self.params[i];
+            p.step += 1;
+            let t = p.step;
+            let m = match &p.m {
+                Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
+                None => (&g * (1.0 - b1))?,
+            };
+            // PyTorch's `addcmul_(g, g, value)` order: (value · g) · g.
+            let gg = ((&g * (1.0 - b2))? * &g)?;
+            let v = match &p.v {
+                Some(v) => ((v * b2)? + gg)?,
+                None => gg,
+            };
+            let lr_t = p.lr * warmup_cosine(t as f64 / self.cfg.total_steps.max(1) as f64, self.cfg.warmup);
+            let bc1 = 1.0 - b1.powi(t as i32);
+            let bc2 = 1.0 - b2.powi(t as i32);
+            let denom = ((v.sqrt()? / bc2.sqrt())? + self.cfg.eps)?;
+            let mut value = p.var.as_tensor().clone();
+            if p.wd != 0.0 {
+                value = (value * (1.0 - lr_t * p.wd))?;
+            }
+            let value = (value - ((&m * (lr_t / bc1))? / denom)?)?;
+            p.var.set(&value)?;
+            p.m = Some(m);
+            p.v = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Clamp `clip.logit_scale` at ln(max) after a step (official: ln 100).
+    pub fn clamp_logit_scale(&self, max_exp: f64) -> Result<()> {
+        if let Some(p) = self.params.iter().find(|p| p.name == "clip.logit_scale") {
+            let v = p.var.as_tensor().clamp(f32::NEG_INFINITY, max_exp.ln() as f32)?;
+            p.var.set(&v)?;
+        }
+        Ok(())
+    }
+}
