@@ -21,6 +21,9 @@ use segclip_vit::{ResidualBlock, StateDict, TextTransformer, Trace, VisionHead, 
 use crate::group::{GroupOutput, SemanticGroup};
 use crate::{Result, SegClipConfig};
 
+/// The MAE decoder's fixed 2-D sin-cos position table (1 + grid², dim), flattened.
+pub use segclip_vit::seeded::sincos_table;
+
 /// What the visual path returns for a batch of crops.
 #[derive(Debug, Clone)]
 pub struct VisualOutput {

@@ -1,12 +1,17 @@
 //! # segclip-train
 //!
 //! Training SegCLIP (spec section 3): the official `AdaptAdamW` with SegCLIP's parameter groups
-//! and freezing, the warmup-cosine schedule and global gradient-norm clipping. The training loop,
-//! checkpoints and `segclip train` build on these (issue 4).
+//! and freezing, the warmup-cosine schedule, global gradient-norm clipping, fresh-parameter
+//! initialisation, batches from caption samples, the training step and atomic checkpoints.
 
+pub mod batch;
+pub mod checkpoint;
 mod error;
+pub mod init;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use error::{Error, Result};
 pub use optim::{AdaptAdamW, OptimConfig, StepStats};
+pub use trainer::{StepLog, Trainer};

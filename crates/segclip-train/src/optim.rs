@@ -180,6 +180,34 @@ impl AdaptAdamW {
         Ok(())
     }
 
+    /// The moments and step counts, as tensors named `m.<param>`, `v.<param>`, `t.<param>`.
+    pub fn state(&self) -> Result<std::collections::HashMap<String, Tensor>> {
+        let mut out = std::collections::HashMap::new();
+        for p in &self.params {
+            if let (Some(m), Some(v)) = (&p.m, &p.v) {
+                out.insert(format!("m.{}", p.name), m.clone());
+                out.insert(format!("v.{}", p.name), v.clone());
+                out.insert(format!("t.{}", p.name), Tensor::new(p.step as u32, m.device())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore what [`AdaptAdamW::state`] saved.
+    pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        for p in &mut self.params {
+            if let (Some(m), Some(v), Some(t)) =
+                (state.get(&format!("m.{}", p.name)), state.get(&format!("v.{}", p.name)), state.get(&format!("t.{}", p.name)))
+            {
+                let dev = p.var.as_tensor().device();
+                p.m = Some(m.to_device(dev)?);
+                p.v = Some(v.to_device(dev)?);
+                p.step = t.to_scalar::<u32>()? as usize;
+            }
+        }
+        Ok(())
+    }
+
     /// Clamp `clip.logit_scale` at ln(max) after a step (official: ln 100).
     pub fn clamp_logit_scale(&self, max_exp: f64) -> Result<()> {
         if let Some(p) = self.params.iter().find(|p| p.name == "clip.logit_scale") {
