@@ -47,6 +47,14 @@ enum Command {
     },
     /// Compute superpixels of an image and write the label map as a 16-bit PNG.
     Superpixels(SuperpixelArgs),
+    /// Train SegCLIP from a TOML configuration (see docs/training.md).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from the latest checkpoint in the output folder.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Print the CLIP token ids of a text.
     Tokenize {
         text: String,
@@ -164,6 +172,37 @@ fn run_superpixels(a: SuperpixelArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let cfg = segclip::train::TrainConfig::from_toml(&text).with_context(|| format!("in {}", config.display()))?;
+    if cfg.train.threads > 0 {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.train.threads).build_global();
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").unwrap().progress_chars("=> "),
+    );
+    let start = std::time::Instant::now();
+    segclip::train::run::train(&cfg, resume, &candle_core::Device::Cpu, &mut |p| {
+        bar.set_length(p.total_steps as u64);
+        bar.set_position(p.log.step as u64);
+        let l = p.log;
+        bar.set_message(format!(
+            "loss {:.4} (con {:.4} kl {:.5} mae {:.4})  lr {:.2e}  {:.1} img/s{}",
+            l.loss,
+            l.contrastive,
+            l.kl,
+            l.mae,
+            l.lr,
+            p.images as f64 / start.elapsed().as_secs_f64(),
+            if p.skipped_images > 0 { format!("  skipped images {}", p.skipped_images) } else { String::new() }
+        ));
+    })?;
+    bar.finish();
+    println!("log: {}  checkpoints: {}", cfg.output.join("log.jsonl").display(), cfg.output.display());
+    Ok(())
+}
+
 /// Run `segment`: shared by the command and `examples/zero_shot.rs`.
 fn run_segment(a: SegmentArgs) -> Result<()> {
     use segclip::pipeline::{read_classes, Segmenter};
@@ -245,6 +284,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Segment(a) => run_segment(a)?,
         Command::Superpixels(a) => run_superpixels(a)?,
+        Command::Train { config, resume } => run_train(&config, resume)?,
         Command::Bench {
             save_seeded: Some(path),
             ..

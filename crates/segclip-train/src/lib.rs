@@ -6,12 +6,15 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 mod error;
 pub mod init;
 pub mod optim;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use error::{Error, Result};
 pub use optim::{AdaptAdamW, OptimConfig, StepStats};
+pub use config::TrainConfig;
 pub use trainer::{StepLog, Trainer};

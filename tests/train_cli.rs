@@ -1,0 +1,71 @@
+//! `segclip train --config` on a tiny caption set the test makes: it logs every step as JSON,
+//! writes checkpoints whose model file uses the official key names and loads for segmentation,
+//! and `--resume` continues from the last checkpoint.
+
+use std::process::Command;
+
+#[test]
+fn train_writes_log_and_checkpoints_and_resumes() {
+    let dir = std::env::temp_dir().join(format!("segclip-train-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut lines = String::new();
+    for i in 0..8u32 {
+        let c = [[200u8, 30, 30], [30, 30, 200]][(i % 2) as usize];
+        image::RgbImage::from_fn(36, 36, |x, _| if x > 10 + i { image::Rgb(c) } else { image::Rgb([90, 90, 90]) })
+            .save(dir.join(format!("data/{i}.png")))
+            .unwrap();
+        lines += &format!("{{\"image\": \"{i}.png\", \"caption\": \"a {} thing\"}}\n", ["red", "blue"][(i % 2) as usize]);
+    }
+    // A missing image is skipped and counted, not fatal.
+    lines += "{\"image\": \"missing.png\", \"caption\": \"nothing\"}\n";
+    std::fs::write(dir.join("data/pairs.jsonl"), lines).unwrap();
+    let model = serde_json::json!({
+        "vision": {"image_size": 32, "patch_size": 8, "width": 64, "heads": 1, "ln_eps": 1e-5},
+        "text": {"vocab_size": 49408, "context_length": 77, "width": 64, "layers": 1, "heads": 1, "embed_dim": 32, "ln_eps": 1e-5},
+        "embed_dim": 32, "layers0": 1, "layers2": 1, "layers_mae2": 1,
+        "group": {"num_centers": 4, "cross_layers": 1, "cross_heads": 1, "conv_groups": 1, "gumbel_tau": 0.9},
+        "decoder": {"dim": 32, "depth": 1, "heads": 2, "ln_eps": 1e-6},
+        "logit_scale_max": 100.0
+    });
+    std::fs::write(dir.join("model.json"), model.to_string()).unwrap();
+    let toml = |epochs: usize| {
+        format!(
+            "output = \"{out}\"\n[data]\nformat = \"jsonl\"\npath = \"{data}\"\n[model]\nconfig = \"{model}\"\n\
+             [optim]\nepochs = {epochs}\nlr = 0.002\nlower_lr = 0.002\n[train]\nbatch = 3\nsave_every = 2\nkeep_last = 2\n\
+             [superpixels]\nscale = 32.0\nsigma = 0.5\nmin_size = 16\n",
+            out = dir.join("run").display(),
+            data = dir.join("data/pairs.jsonl").display(),
+            model = dir.join("model.json").display()
+        )
+    };
+    std::fs::write(dir.join("train.toml"), toml(1)).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_segclip")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let cfg = dir.join("train.toml");
+    run(&["train", "--config", cfg.to_str().unwrap()]);
+    let log = std::fs::read_to_string(dir.join("run/log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3, "9 samples / batch 3 = 3 steps");
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert!(first["loss"].as_f64().unwrap().is_finite() && first["lr"].as_f64().unwrap() > 0.0);
+    let skipped: u64 = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["skipped_images"].as_u64().unwrap()).sum();
+    assert_eq!(skipped, 1);
+    let cks = segclip::train::checkpoint::list(&dir.join("run"));
+    assert_eq!(cks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3], "keep_last = 2");
+    // The checkpoint is a SegCLIP state dict under official names: it segments.
+    let model_file = cks[1].1.join("model.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(["segment", "--image", dir.join("data/0.png").to_str().unwrap(), "--classes", "red,blue", "--weights", model_file.to_str().unwrap(), "--out", dir.join("seg").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Resume with a second epoch: steps 4..6 are appended.
+    std::fs::write(dir.join("train.toml"), toml(2)).unwrap();
+    run(&["train", "--config", cfg.to_str().unwrap(), "--resume"]);
+    let log = std::fs::read_to_string(dir.join("run/log.jsonl")).unwrap();
+    let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    std::fs::remove_dir_all(dir).ok();
+}
