@@ -27,8 +27,8 @@ fn tiny() -> SegClipConfig {
 }
 
 /// Eight images: a coloured square on a plain background, captioned by its colour.
-fn dataset() -> CaptionDataset {
-    let dir = std::env::temp_dir().join(format!("segclip-train-loop-{}", std::process::id()));
+fn dataset(name: &str) -> CaptionDataset {
+    let dir = std::env::temp_dir().join(format!("segclip-train-loop-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let colours = [("red", [220u8, 30, 30]), ("green", [30, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 40])];
     let mut lines = String::new();
@@ -82,7 +82,7 @@ fn run(t: &mut Trainer, ds: &CaptionDataset, from: usize, to: usize) -> Vec<f32>
 
 #[test]
 fn loss_falls_and_centers_are_used() {
-    let ds = dataset();
+    let ds = dataset("falls");
     let mut t = trainer(40);
     let losses = run(&mut t, &ds, 0, 40);
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
@@ -98,7 +98,7 @@ fn loss_falls_and_centers_are_used() {
 
 #[test]
 fn resume_continues_exactly() {
-    let ds = dataset();
+    let ds = dataset("resume");
     let mut straight = trainer(6);
     let a = run(&mut straight, &ds, 0, 6);
     let dir = std::env::temp_dir().join(format!("segclip-ckpt-{}", std::process::id()));
