@@ -218,6 +218,31 @@ pub fn write_label_png(path: &Path, seg: &Segmentation) -> Result<(), IoError> {
     })
 }
 
+/// An 8-bit label map as an indexed PNG with the VOC palette.
+pub fn write_index_png(path: &Path, width: usize, height: usize, labels: &[u8]) -> Result<(), IoError> {
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, width as u32, height as u32);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette((0..256).flat_map(voc_color).collect::<Vec<u8>>());
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(labels).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    })
+}
+
+/// An RGB image as PNG.
+pub fn write_rgb_png(path: &Path, image: &RgbImage) -> Result<(), IoError> {
+    write_atomic(path, |w| {
+        let mut enc = png::Encoder::new(w, image.width as u32, image.height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&image.data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    })
+}
+
 /// A label map as a 16-bit grayscale PNG (pixel value = label).
 pub fn write_gray16_png(path: &Path, width: usize, height: usize, labels: &[u32]) -> Result<(), IoError> {
     write_atomic(path, |w| {

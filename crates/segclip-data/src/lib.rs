@@ -17,6 +17,7 @@ mod error;
 pub mod masking;
 pub mod patch_labels;
 pub mod superpixels;
+pub mod synth;
 pub mod transforms;
 
 pub use error::{Error, Result};

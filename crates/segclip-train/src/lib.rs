@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
 mod error;
 pub mod init;
 pub mod optim;
