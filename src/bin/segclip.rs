@@ -110,14 +110,15 @@ struct SegmentArgs {
     /// Keep the image-level top-k classes per crop.
     #[arg(long, default_value_t = 5)]
     topk: usize,
-    /// Sliding-window crop and stride, in pixels of the rescaled image.
-    #[arg(long, default_value_t = 224)]
-    crop: usize,
-    #[arg(long, default_value_t = 224)]
-    stride: usize,
-    /// Short side the image is rescaled to.
-    #[arg(long, default_value_t = 224)]
-    short_side: usize,
+    /// Sliding-window crop and stride, in pixels of the rescaled image (default: the model's
+    /// image size, 224 for ViT-B/16).
+    #[arg(long)]
+    crop: Option<usize>,
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Short side the image is rescaled to (default: the model's image size).
+    #[arg(long)]
+    short_side: Option<usize>,
     /// Refuse images with more pixels than this.
     #[arg(long, default_value_t = segclip::io::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
@@ -316,9 +317,9 @@ fn run_segment(a: SegmentArgs) -> Result<()> {
     } else {
         Default::default()
     };
-    seg.options.crop = a.crop;
-    seg.options.stride = a.stride;
-    seg.options.short_side = a.short_side;
+    seg.options.crop = a.crop.unwrap_or(seg.options.crop);
+    seg.options.stride = a.stride.unwrap_or(seg.options.stride);
+    seg.options.short_side = a.short_side.unwrap_or(seg.options.short_side);
     seg.options.decode.topk = a.topk;
     seg.options.decode.bg_thresh = if a.no_background {
         None

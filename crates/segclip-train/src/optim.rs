@@ -150,6 +150,9 @@ impl AdaptAdamW {
         let (b1, b2) = self.cfg.betas;
         for i in 0..self.params.len() {
             let Some(g) = grad_of(&self.params[i].name, &self.params[i].var) else { continue };
+            // Gradients carry the op history of the backward pass (which references the whole
+            // forward graph); keeping them in the moments would keep every step's graph alive.
+            let g = g.detach();
             let g = if coef == 1.0 { g } else { (g * coef as f64)? };
             let p = &mut self.params[i];
             p.step += 1;
@@ -168,7 +171,7 @@ impl AdaptAdamW {
             let bc1 = 1.0 - b1.powi(t as i32);
             let bc2 = 1.0 - b2.powi(t as i32);
             let denom = ((v.sqrt()? / bc2.sqrt())? + self.cfg.eps)?;
-            let mut value = p.var.as_tensor().clone();
+            let mut value = p.var.as_tensor().detach();
             if p.wd != 0.0 {
                 value = (value * (1.0 - lr_t * p.wd))?;
             }
