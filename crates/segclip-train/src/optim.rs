@@ -33,11 +33,14 @@ pub struct OptimConfig {
     pub total_steps: usize,
     /// Global L2 gradient-norm bound.
     pub clip_grad: f64,
+    /// Freeze the stem, embeddings and `ln_pre` as the official recipe does. That only makes
+    /// sense when they come from a pretrained CLIP; from scratch they must train.
+    pub freeze: bool,
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        Self { lr: 4e-3, lower_lr: 4e-6, weight_decay: 0.05, betas: (0.9, 0.98), eps: 1e-6, warmup: 0.15, total_steps: 1, clip_grad: 1.0 }
+        Self { lr: 4e-3, lower_lr: 4e-6, weight_decay: 0.05, betas: (0.9, 0.98), eps: 1e-6, warmup: 0.15, total_steps: 1, clip_grad: 1.0, freeze: true }
     }
 }
 
@@ -100,7 +103,7 @@ impl AdaptAdamW {
     pub fn new(named: impl IntoIterator<Item = (String, Var)>, cfg: OptimConfig) -> Self {
         let mut params: Vec<Param> = named
             .into_iter()
-            .filter(|(n, _)| !is_frozen(n))
+            .filter(|(n, _)| !(cfg.freeze && is_frozen(n)) && n != "vis_mae_decoder.decoder_pos_embed")
             .map(|(name, var)| Param {
                 lr: if is_high_lr(&name) { cfg.lr } else { cfg.lower_lr },
                 wd: if name.contains("bias") { 0.0 } else { cfg.weight_decay },

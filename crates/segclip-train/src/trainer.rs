@@ -45,7 +45,9 @@ pub struct Trainer {
 impl Trainer {
     /// Parameters from `init` where it has them (e.g. OpenAI CLIP weights renamed to SegCLIP
     /// keys), fresh ones elsewhere.
-    pub fn new(cfg: &SegClipConfig, init: Option<&StateDict>, optim: OptimConfig, weights: LossWeights, seed: u64, device: &Device) -> Result<Self> {
+    /// Without `init` (training from scratch) nothing is frozen, whatever `optim.freeze` says.
+    pub fn new(cfg: &SegClipConfig, init: Option<&StateDict>, mut optim: OptimConfig, weights: LossWeights, seed: u64, device: &Device) -> Result<Self> {
+        optim.freeze &= init.is_some();
         let mut rng = Rng::new(seed);
         let varmap = VarMap::new();
         let (req, opt) = cfg.keys();
