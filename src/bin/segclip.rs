@@ -72,6 +72,16 @@ enum Command {
     },
     /// Zero-shot mIoU on a segmentation dataset or fresh synthetic scenes.
     Eval(EvalArgs),
+    /// Write the inference tensors of a checkpoint (training-only parts dropped) as safetensors,
+    /// optionally in float16 (loading upcasts to float32).
+    Export {
+        #[arg(long)]
+        weights: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        half: bool,
+    },
     /// Print the CLIP token ids of a text.
     Tokenize {
         text: String,
@@ -388,6 +398,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Superpixels(a) => run_superpixels(a)?,
         Command::Train { config, resume } => run_train(&config, resume)?,
         Command::Eval(a) => run_eval(a)?,
+        Command::Export { weights, out, half } => {
+            let device = candle_core::Device::Cpu;
+            let sd = segclip::vit::StateDict::load(&weights, 10, &device)?;
+            let cfg = segclip::group::SegClipConfig::infer(&sd)?;
+            let (required, optional) = cfg.keys();
+            sd.check(&required, &optional)?;
+            let dtype = if half { candle_core::DType::F16 } else { candle_core::DType::F32 };
+            let mut tensors = std::collections::HashMap::new();
+            for (k, _) in &required {
+                tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
+            }
+            let tmp = out.with_extension("safetensors.tmp");
+            candle_core::safetensors::save(&tensors, &tmp)?;
+            std::fs::rename(&tmp, &out)?;
+            println!("wrote {} ({} tensors{})", out.display(), tensors.len(), if half { ", float16" } else { "" });
+        }
         Command::Synth { out, count, seed, split, size } => {
             use segclip::data::synth;
             let split = if split == "test" { synth::Split::Test } else { synth::Split::Train };
