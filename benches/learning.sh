@@ -5,7 +5,7 @@
 #
 #   bash benches/learning.sh            # after `cargo build --release`
 #
-# Each run is one epoch over 4000 scenes (250 steps of 16); about 9 minutes each on 2 cores.
+# Each run is one epoch over the first 1600 scenes (100 steps of 16), a few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/segclip

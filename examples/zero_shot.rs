@@ -16,8 +16,14 @@ use std::path::PathBuf;
 use segclip::group::zeroshot::ClassList;
 use segclip::pipeline::Segmenter;
 
-const DEFAULT_WEIGHTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/default/segclip-synth.safetensors");
-const DEFAULT_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/samples/synth-scene-0.png");
+const DEFAULT_WEIGHTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/datasets/default/segclip-synth.safetensors"
+);
+const DEFAULT_IMAGE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/datasets/samples/synth-scene-0.png"
+);
 
 fn main() {
     if let Err(e) = run() {
@@ -29,22 +35,51 @@ fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let synth_classes = segclip::data::synth::class_names()[1..].join(",");
     let (image, classes, weights, out) = match args.as_slice() {
-        [] => (DEFAULT_IMAGE.to_string(), synth_classes, DEFAULT_WEIGHTS.to_string(), "out".to_string()),
-        [image, classes, weights, rest @ ..] => {
-            (image.clone(), classes.clone(), weights.clone(), rest.first().cloned().unwrap_or_else(|| "out".into()))
-        }
+        [] => (
+            DEFAULT_IMAGE.to_string(),
+            synth_classes,
+            DEFAULT_WEIGHTS.to_string(),
+            "out".to_string(),
+        ),
+        [image, classes, weights, rest @ ..] => (
+            image.clone(),
+            classes.clone(),
+            weights.clone(),
+            rest.first().cloned().unwrap_or_else(|| "out".into()),
+        ),
         _ => anyhow::bail!("usage: zero_shot [IMAGE \"class1,class2,...\" WEIGHTS [OUT_DIR]]"),
     };
 
     let classes = ClassList::parse_arg(&classes)?;
     let mut segmenter = Segmenter::load(&weights, &candle_core::Device::Cpu)?;
-    let (seg, files) = segmenter.segment_file(image.as_ref(), &classes, &PathBuf::from(out), segclip::io::DEFAULT_MAX_PIXELS, None, &mut |_, _| {})?;
+    let (seg, files) = segmenter.segment_file(
+        image.as_ref(),
+        &classes,
+        &PathBuf::from(out),
+        segclip::io::DEFAULT_MAX_PIXELS,
+        None,
+        &mut |_, _| {},
+    )?;
 
     println!("{image}:");
-    for (label, share) in seg.fractions().iter().enumerate().filter(|(_, f)| **f > 0.0) {
-        let name = if label == 0 { "background" } else { classes.classes[label - 1].name() };
+    for (label, share) in seg
+        .fractions()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| **f > 0.0)
+    {
+        let name = if label == 0 {
+            "background"
+        } else {
+            classes.classes[label - 1].name()
+        };
         println!("  {name:<20} {:5.1}%", share * 100.0);
     }
-    println!("wrote {}, {} and {}", files.overlay.display(), files.labels.display(), files.json.display());
+    println!(
+        "wrote {}, {} and {}",
+        files.overlay.display(),
+        files.labels.display(),
+        files.json.display()
+    );
     Ok(())
 }

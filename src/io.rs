@@ -219,7 +219,12 @@ pub fn write_label_png(path: &Path, seg: &Segmentation) -> Result<(), IoError> {
 }
 
 /// An 8-bit label map as an indexed PNG with the VOC palette.
-pub fn write_index_png(path: &Path, width: usize, height: usize, labels: &[u8]) -> Result<(), IoError> {
+pub fn write_index_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    labels: &[u8],
+) -> Result<(), IoError> {
     write_atomic(path, |w| {
         let mut enc = png::Encoder::new(w, width as u32, height as u32);
         enc.set_color(png::ColorType::Indexed);
@@ -238,18 +243,28 @@ pub fn write_rgb_png(path: &Path, image: &RgbImage) -> Result<(), IoError> {
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&image.data).map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(&image.data)
+            .map_err(|e| e.to_string())?;
         writer.finish().map_err(|e| e.to_string())
     })
 }
 
 /// A label map as a 16-bit grayscale PNG (pixel value = label).
-pub fn write_gray16_png(path: &Path, width: usize, height: usize, labels: &[u32]) -> Result<(), IoError> {
+pub fn write_gray16_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    labels: &[u32],
+) -> Result<(), IoError> {
     write_atomic(path, |w| {
         let mut enc = png::Encoder::new(w, width as u32, height as u32);
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Sixteen);
-        let data: Vec<u8> = labels.iter().flat_map(|&l| (l.min(65535) as u16).to_be_bytes()).collect();
+        let data: Vec<u8> = labels
+            .iter()
+            .flat_map(|&l| (l.min(65535) as u16).to_be_bytes())
+            .collect();
         let mut writer = enc.write_header().map_err(|e| e.to_string())?;
         writer.write_image_data(&data).map_err(|e| e.to_string())?;
         writer.finish().map_err(|e| e.to_string())
@@ -263,7 +278,8 @@ pub fn write_boundary_png(path: &Path, image: &RgbImage, labels: &[u32]) -> Resu
     for y in 0..h {
         for x in 0..w {
             let l = labels[y * w + x];
-            let edge = (x + 1 < w && labels[y * w + x + 1] != l) || (y + 1 < h && labels[(y + 1) * w + x] != l);
+            let edge = (x + 1 < w && labels[y * w + x + 1] != l)
+                || (y + 1 < h && labels[(y + 1) * w + x] != l);
             if edge {
                 buf[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[255, 0, 0]);
             }

@@ -423,8 +423,18 @@ pub fn run(dir: &Path) -> Result<Report> {
             .skipped
             .push("decode.safetensors is absent (or no inference to decode)".into());
     }
-    if let (Some(train), Some(inf)) = (load(dir, "train.safetensors")?, load(dir, "inference.safetensors")?) {
-        training_checks(&mut report, &cfg, seed, &train, &inf["input.pixels"], load(dir, "optim.safetensors")?)?;
+    if let (Some(train), Some(inf)) = (
+        load(dir, "train.safetensors")?,
+        load(dir, "inference.safetensors")?,
+    ) {
+        training_checks(
+            &mut report,
+            &cfg,
+            seed,
+            &train,
+            &inf["input.pixels"],
+            load(dir, "optim.safetensors")?,
+        )?;
     }
     if report.rows.is_empty() {
         bail!(
@@ -447,7 +457,10 @@ fn training_checks(
     use segclip_losses::{LossWeights, TrainingModel};
     let device = Device::Cpu;
     let varmap = segclip_losses::parity::seeded_varmap(cfg, seed, &device)?;
-    let model = TrainingModel::new(candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device), cfg)?;
+    let model = TrainingModel::new(
+        candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        cfg,
+    )?;
     let (batch, noise) = segclip_losses::parity::fixture_inputs(train, pixels, cfg.vision.grid())?;
     let mut trace = Trace::default();
     let losses = model.forward(&batch, &noise, &LossWeights::default(), Some(&mut trace))?;
@@ -470,44 +483,89 @@ fn training_checks(
             report.float(theirs, t, r)?;
         }
     }
-    for (ours, theirs) in [("group.hard_attn", "train.hard_attn"), ("train.mae.hard_attn", "train.mae.hard_attn")] {
+    for (ours, theirs) in [
+        ("group.hard_attn", "train.hard_attn"),
+        ("train.mae.hard_attn", "train.mae.hard_attn"),
+    ] {
         if let (Some(t), Some(r)) = (trace.get(ours), train.get(theirs)) {
             report.exact(theirs, &ints(t)?, &ints(r)?, None);
         }
     }
     let grads = losses.total.backward()?;
     {
-        let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
         let mut names: Vec<&String> = train.keys().filter(|k| k.starts_with("grad.")).collect();
         names.sort();
         for name in names {
-            let var = vars.get(&name["grad.".len()..]).with_context(|| format!("no parameter for {name}"))?;
-            let g = grads.get(var.as_tensor()).with_context(|| format!("no gradient for {name}"))?;
+            let var = vars
+                .get(&name["grad.".len()..])
+                .with_context(|| format!("no parameter for {name}"))?;
+            let g = grads
+                .get(var.as_tensor())
+                .with_context(|| format!("no gradient for {name}"))?;
             report.float(name, g, &train[name])?;
         }
     }
     let Some(optim) = optim else { return Ok(()) };
-    let named: Vec<(String, candle_core::Var)> =
-        varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let named: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let total_steps = 100;
-    let mut opt = segclip_train::AdaptAdamW::new(named, segclip_train::OptimConfig { total_steps, ..Default::default() });
+    let mut opt = segclip_train::AdaptAdamW::new(
+        named,
+        segclip_train::OptimConfig {
+            total_steps,
+            ..Default::default()
+        },
+    );
     let stats = opt.step(&grads)?;
     opt.clamp_logit_scale(cfg.logit_scale_max)?;
-    report.float("optim.grad_norm", &Tensor::new(stats.grad_norm, &device)?, &optim["optim.grad_norm"])?;
-    report.float("optim.clip_coef", &Tensor::new(stats.clip_coef, &device)?, &optim["optim.clip_coef"])?;
-    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    report.float(
+        "optim.grad_norm",
+        &Tensor::new(stats.grad_norm, &device)?,
+        &optim["optim.grad_norm"],
+    )?;
+    report.float(
+        "optim.clip_coef",
+        &Tensor::new(stats.clip_coef, &device)?,
+        &optim["optim.clip_coef"],
+    )?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut names: Vec<&String> = optim.keys().filter(|k| k.starts_with("param.")).collect();
     names.sort();
     for name in names {
         let key = &name["param.".len()..];
-        let got = vars.get(key).with_context(|| format!("no parameter {key}"))?.as_tensor();
+        let got = vars
+            .get(key)
+            .with_context(|| format!("no parameter {key}"))?
+            .as_tensor();
         // Adam's first step divides each gradient by its own size, which amplifies float32
         // noise in near-zero gradient elements: compare the parameters at 1e-4 of their scale
         // (the update formulas alone match the fixture within 1e-7; see segclip-train's tests).
         let (o, r) = (got.to_dtype(DType::F64)?, optim[name].to_dtype(DType::F64)?);
-        let max_abs = (&o - &r)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+        let max_abs = (&o - &r)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
         let scale = r.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
-        report.rows.push(Row { name: name.clone(), max_abs, rel: max_abs / scale, ok: max_abs <= REL_TOL * scale, note: String::new() });
+        report.rows.push(Row {
+            name: name.clone(),
+            max_abs,
+            rel: max_abs / scale,
+            ok: max_abs <= REL_TOL * scale,
+            note: String::new(),
+        });
     }
     Ok(())
 }

@@ -156,6 +156,7 @@ impl Segmenter {
             templates: match self.templates {
                 Templates::Simple => "simple",
                 Templates::Full => "full",
+                Templates::Identity => "identity",
             },
             classes: shares,
             timings_ms: serde_json::json!({

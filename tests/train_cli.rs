@@ -12,10 +12,19 @@ fn train_writes_log_and_checkpoints_and_resumes() {
     let mut lines = String::new();
     for i in 0..8u32 {
         let c = [[200u8, 30, 30], [30, 30, 200]][(i % 2) as usize];
-        image::RgbImage::from_fn(36, 36, |x, _| if x > 10 + i { image::Rgb(c) } else { image::Rgb([90, 90, 90]) })
-            .save(dir.join(format!("data/{i}.png")))
-            .unwrap();
-        lines += &format!("{{\"image\": \"{i}.png\", \"caption\": \"a {} thing\"}}\n", ["red", "blue"][(i % 2) as usize]);
+        image::RgbImage::from_fn(36, 36, |x, _| {
+            if x > 10 + i {
+                image::Rgb(c)
+            } else {
+                image::Rgb([90, 90, 90])
+            }
+        })
+        .save(dir.join(format!("data/{i}.png")))
+        .unwrap();
+        lines += &format!(
+            "{{\"image\": \"{i}.png\", \"caption\": \"a {} thing\"}}\n",
+            ["red", "blue"][(i % 2) as usize]
+        );
     }
     // A missing image is skipped and counted, not fatal.
     lines += "{\"image\": \"missing.png\", \"caption\": \"nothing\"}\n";
@@ -41,8 +50,15 @@ fn train_writes_log_and_checkpoints_and_resumes() {
     };
     std::fs::write(dir.join("train.toml"), toml(1)).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_segclip")).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_segclip"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let cfg = dir.join("train.toml");
     run(&["train", "--config", cfg.to_str().unwrap()]);
@@ -50,22 +66,54 @@ fn train_writes_log_and_checkpoints_and_resumes() {
     assert_eq!(log.lines().count(), 3, "9 samples / batch 3 = 3 steps");
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert!(first["loss"].as_f64().unwrap().is_finite() && first["lr"].as_f64().unwrap() > 0.0);
-    let skipped: u64 = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["skipped_images"].as_u64().unwrap()).sum();
+    let skipped: u64 = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["skipped_images"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
     assert_eq!(skipped, 1);
     let cks = segclip::train::checkpoint::list(&dir.join("run"));
-    assert_eq!(cks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3], "keep_last = 2");
+    assert_eq!(
+        cks.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![2, 3],
+        "keep_last = 2"
+    );
     // The checkpoint is a SegCLIP state dict under official names: it segments.
     let model_file = cks[1].1.join("model.safetensors");
     let out = Command::new(env!("CARGO_BIN_EXE_segclip"))
-        .args(["segment", "--image", dir.join("data/0.png").to_str().unwrap(), "--classes", "red,blue", "--weights", model_file.to_str().unwrap(), "--out", dir.join("seg").to_str().unwrap()])
+        .args([
+            "segment",
+            "--image",
+            dir.join("data/0.png").to_str().unwrap(),
+            "--classes",
+            "red,blue",
+            "--weights",
+            model_file.to_str().unwrap(),
+            "--out",
+            dir.join("seg").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Resume with a second epoch: steps 4..6 are appended.
     std::fs::write(dir.join("train.toml"), toml(2)).unwrap();
     run(&["train", "--config", cfg.to_str().unwrap(), "--resume"]);
     let log = std::fs::read_to_string(dir.join("run/log.jsonl")).unwrap();
-    let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
     std::fs::remove_dir_all(dir).ok();
 }

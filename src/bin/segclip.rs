@@ -114,8 +114,8 @@ struct SegmentArgs {
     /// Give every pixel a class: no background.
     #[arg(long)]
     no_background: bool,
-    /// Prompt templates: `simple` ("a photo of a {}.") or `full` (CLIP's 80).
-    #[arg(long, default_value = "simple", value_parser = ["simple", "full"])]
+    /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
+    #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
     /// Keep the image-level top-k classes per crop.
     #[arg(long, default_value_t = 5)]
@@ -181,7 +181,11 @@ fn run_superpixels(a: SuperpixelArgs) -> Result<()> {
             ..Default::default()
         })
     } else {
-        Method::Felzenszwalb(FelzenszwalbParams { scale: a.scale, sigma: a.sigma.unwrap_or(0.9), min_size: a.min_size })
+        Method::Felzenszwalb(FelzenszwalbParams {
+            scale: a.scale,
+            sigma: a.sigma.unwrap_or(0.9),
+            min_size: a.min_size,
+        })
     };
     if a.compactness <= 0.0 || a.scale <= 0.0 {
         anyhow::bail!("--compactness and --scale must be positive");
@@ -196,19 +200,32 @@ fn run_superpixels(a: SuperpixelArgs) -> Result<()> {
     if let Some(o) = &a.overlay {
         segclip::io::write_boundary_png(o, &img, &map.labels)?;
     }
-    println!("{} segments ({}) in {ms:.1} ms -> {}", map.count, method.key(), a.out.display());
+    println!(
+        "{} segments ({}) in {ms:.1} ms -> {}",
+        map.count,
+        method.key(),
+        a.out.display()
+    );
     Ok(())
 }
 
 fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let cfg = segclip::train::TrainConfig::from_toml(&text).with_context(|| format!("in {}", config.display()))?;
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let cfg = segclip::train::TrainConfig::from_toml(&text)
+        .with_context(|| format!("in {}", config.display()))?;
     if cfg.train.threads > 0 {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(cfg.train.threads).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.train.threads)
+            .build_global();
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").unwrap().progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     let start = std::time::Instant::now();
     segclip::train::run::train(&cfg, resume, &candle_core::Device::Cpu, &mut |p| {
@@ -223,11 +240,19 @@ fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
             l.mae,
             l.lr,
             p.images as f64 / start.elapsed().as_secs_f64(),
-            if p.skipped_images > 0 { format!("  skipped images {}", p.skipped_images) } else { String::new() }
+            if p.skipped_images > 0 {
+                format!("  skipped images {}", p.skipped_images)
+            } else {
+                String::new()
+            }
         ));
     })?;
     bar.finish();
-    println!("log: {}  checkpoints: {}", cfg.output.join("log.jsonl").display(), cfg.output.display());
+    println!(
+        "log: {}  checkpoints: {}",
+        cfg.output.join("log.jsonl").display(),
+        cfg.output.display()
+    );
     Ok(())
 }
 
@@ -255,7 +280,7 @@ struct EvalArgs {
     /// Background threshold (default: the dataset's official value).
     #[arg(long)]
     bg_thresh: Option<f32>,
-    #[arg(long, default_value = "simple", value_parser = ["simple", "full"])]
+    #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
     /// Crop, stride and short side (default: the model's image size).
     #[arg(long)]
@@ -270,22 +295,53 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     use segclip::train::eval::{evaluate, EvalSource, SynthSource};
     let device = candle_core::Device::Cpu;
     let model = segclip::group::SegClip::load(&a.weights, &device)?;
-    let root = || a.root.clone().ok_or_else(|| anyhow::anyhow!("--root is required for --dataset {}", a.dataset));
+    let root = || {
+        a.root
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--root is required for --dataset {}", a.dataset))
+    };
     let (source, kind): (Box<dyn EvalSource>, SegKind) = match a.dataset.as_str() {
         "voc" => (Box::new(SegDataset::voc(&root()?, &a.split)?), SegKind::Voc),
-        "context" => (Box::new(SegDataset::context(&root()?, &a.split)?), SegKind::Context),
-        "coco" => (Box::new(SegDataset::coco_object(&root()?, &a.split)?), SegKind::CocoObject),
-        "folder" => (Box::new(SegDataset::folder(&root()?, &a.split)?), SegKind::Folder),
-        _ => (Box::new(SynthSource { seed: a.seed, count: a.count, size: a.size }), SegKind::Folder),
+        "context" => (
+            Box::new(SegDataset::context(&root()?, &a.split)?),
+            SegKind::Context,
+        ),
+        "coco" => (
+            Box::new(SegDataset::coco_object(&root()?, &a.split)?),
+            SegKind::CocoObject,
+        ),
+        "folder" => (
+            Box::new(SegDataset::folder(&root()?, &a.split)?),
+            SegKind::Folder,
+        ),
+        _ => (
+            Box::new(SynthSource {
+                seed: a.seed,
+                count: a.count,
+                size: a.size,
+            }),
+            SegKind::Folder,
+        ),
     };
     let mut opts = segclip::group::zeroshot::SegmentOptions::default();
     let side = a.crop.unwrap_or(model.config().vision.image_size);
     (opts.crop, opts.stride, opts.short_side) = (side, side, side);
     opts.decode.bg_thresh = Some(a.bg_thresh.unwrap_or(kind.bg_thresh()));
-    let templates = if a.templates == "full" { segclip::group::zeroshot::Templates::Full } else { Default::default() };
+    let templates = match a.templates.as_str() {
+        "full" => segclip::group::zeroshot::Templates::Full,
+        "identity" => segclip::group::zeroshot::Templates::Identity,
+        _ => Default::default(),
+    };
     let n = a.limit.map_or(source.len(), |l| l.min(source.len()));
     let bar = indicatif::ProgressBar::new(n as u64);
-    let acc = evaluate(&model, source.as_ref(), &opts, templates, a.limit, &mut |i, _| bar.set_position(i as u64))?;
+    let acc = evaluate(
+        &model,
+        source.as_ref(),
+        &opts,
+        templates,
+        a.limit,
+        &mut |i, _| bar.set_position(i as u64),
+    )?;
     bar.finish_and_clear();
     let names = source.classes();
     let iou = acc.iou();
@@ -293,7 +349,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     for (c, name) in names.iter().enumerate() {
         let v = iou[c].map_or("-".to_string(), |x| format!("{:.2}", x * 100.0));
         println!("{c:>3} {name:<24} {v:>7}");
-        csv += &format!("{name},{},{},{}\n", iou[c].map_or(String::new(), |x| x.to_string()), acc.intersect[c], acc.union[c]);
+        csv += &format!(
+            "{name},{},{},{}\n",
+            iou[c].map_or(String::new(), |x| x.to_string()),
+            acc.intersect[c],
+            acc.union[c]
+        );
     }
     let mut summary = serde_json::json!({
         "dataset": a.dataset, "images": n, "weights": a.weights, "miou": acc.miou(),
@@ -304,14 +365,31 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         use segclip::data::synth::is_held_out;
         let seen = acc.miou_of(|c| !is_held_out(c));
         let held = acc.miou_of(is_held_out);
-        println!("seen classes (with background) mIoU {:.2}; held-out combinations mIoU {:.2}", seen * 100.0, held * 100.0);
+        println!(
+            "seen classes (with background) mIoU {:.2}; held-out combinations mIoU {:.2}",
+            seen * 100.0,
+            held * 100.0
+        );
         summary["miou_seen"] = seen.into();
         summary["miou_held_out"] = held.into();
     }
     std::fs::create_dir_all(&a.out)?;
-    segclip::io::write_atomic(&a.out.join("eval.json"), |w| w.write_all(serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes()).map_err(|e| e.to_string()))?;
-    segclip::io::write_atomic(&a.out.join("eval.csv"), |w| w.write_all(csv.as_bytes()).map_err(|e| e.to_string()))?;
-    println!("wrote {} and {}", a.out.join("eval.json").display(), a.out.join("eval.csv").display());
+    segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
+        w.write_all(
+            serde_json::to_string_pretty(&summary)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(|e| e.to_string())
+    })?;
+    segclip::io::write_atomic(&a.out.join("eval.csv"), |w| {
+        w.write_all(csv.as_bytes()).map_err(|e| e.to_string())
+    })?;
+    println!(
+        "wrote {} and {}",
+        a.out.join("eval.json").display(),
+        a.out.join("eval.csv").display()
+    );
     Ok(())
 }
 
@@ -404,7 +482,11 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = segclip::group::SegClipConfig::infer(&sd)?;
             let (required, optional) = cfg.keys();
             sd.check(&required, &optional)?;
-            let dtype = if half { candle_core::DType::F16 } else { candle_core::DType::F32 };
+            let dtype = if half {
+                candle_core::DType::F16
+            } else {
+                candle_core::DType::F32
+            };
             let mut tensors = std::collections::HashMap::new();
             for (k, _) in &required {
                 tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
@@ -412,15 +494,33 @@ fn run(cli: Cli) -> Result<()> {
             let tmp = out.with_extension("safetensors.tmp");
             candle_core::safetensors::save(&tensors, &tmp)?;
             std::fs::rename(&tmp, &out)?;
-            println!("wrote {} ({} tensors{})", out.display(), tensors.len(), if half { ", float16" } else { "" });
+            println!(
+                "wrote {} ({} tensors{})",
+                out.display(),
+                tensors.len(),
+                if half { ", float16" } else { "" }
+            );
         }
-        Command::Synth { out, count, seed, split, size } => {
+        Command::Synth {
+            out,
+            count,
+            seed,
+            split,
+            size,
+        } => {
             use segclip::data::synth;
-            let split = if split == "test" { synth::Split::Test } else { synth::Split::Train };
+            let split = if split == "test" {
+                synth::Split::Test
+            } else {
+                synth::Split::Train
+            };
             for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
                 std::fs::create_dir_all(out.join(d))?;
             }
-            std::fs::write(out.join("classes.txt"), synth::class_names().join("\n") + "\n")?;
+            std::fs::write(
+                out.join("classes.txt"),
+                synth::class_names().join("\n") + "\n",
+            )?;
             let bar = indicatif::ProgressBar::new(count);
             let mut jsonl = String::new();
             let mut ids = String::new();
@@ -428,7 +528,12 @@ fn run(cli: Cli) -> Result<()> {
                 let s = synth::scene(seed, i, size, split);
                 let id = format!("{i:06}");
                 segclip::io::write_rgb_png(&out.join(format!("JPEGImages/{id}.png")), &s.image)?;
-                segclip::io::write_index_png(&out.join(format!("SegmentationClass/{id}.png")), size, size, &s.labels)?;
+                segclip::io::write_index_png(
+                    &out.join(format!("SegmentationClass/{id}.png")),
+                    size,
+                    size,
+                    &s.labels,
+                )?;
                 jsonl += &(serde_json::json!({"image": format!("JPEGImages/{id}.png"), "caption": s.caption}).to_string() + "\n");
                 ids += &(id + "\n");
                 bar.inc(1);

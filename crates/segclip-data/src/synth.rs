@@ -23,8 +23,12 @@ pub const COLOURS: [(&str, [u8; 3], &[&str]); 5] = [
 ];
 
 /// Shapes: name, caption synonyms.
-pub const SHAPES: [(&str, &[&str]); 4] =
-    [("circle", &["circle", "disk", "round shape"]), ("square", &["square", "box"]), ("triangle", &["triangle"]), ("ring", &["ring", "hoop"])];
+pub const SHAPES: [(&str, &[&str]); 4] = [
+    ("circle", &["circle", "disk", "round shape"]),
+    ("square", &["square", "box"]),
+    ("triangle", &["triangle"]),
+    ("ring", &["ring", "hoop"]),
+];
 
 /// (colour, shape) combinations never shown in training.
 pub const HELD_OUT: [(usize, usize); 4] = [(0, 2), (2, 3), (3, 0), (4, 1)];
@@ -94,15 +98,25 @@ fn pick<'a>(rng: &mut Rng, v: &[&'a str]) -> &'a str {
 
 /// Scene `index` of the stream `seed` at `size`×`size` pixels.
 pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
-    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = Rng::new(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     // Background: a muted base colour with noise, and sometimes stripes.
-    let base = [rng.below(60, 170) as f64, rng.below(60, 170) as f64, rng.below(60, 170) as f64];
+    let base = [
+        rng.below(60, 170) as f64,
+        rng.below(60, 170) as f64,
+        rng.below(60, 170) as f64,
+    ];
     let stripes = rng.below(0, 3) == 0;
     let period = rng.uniform(6.0, 18.0);
     let mut data = vec![0u8; size * size * 3];
     for y in 0..size {
         for x in 0..size {
-            let s = if stripes && ((x as f64 + y as f64 * 0.5) / period) as usize % 2 == 0 { 18.0 } else { 0.0 };
+            let s = if stripes && ((x as f64 + y as f64 * 0.5) / period) as usize % 2 == 0 {
+                18.0
+            } else {
+                0.0
+            };
             for c in 0..3 {
                 let v = base[c] + s + rng.uniform(-14.0, 14.0);
                 data[(y * size + x) * 3 + c] = v.clamp(0.0, 255.0) as u8;
@@ -127,7 +141,9 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
             r = rng.uniform(0.14, 0.28) * size as f64;
             cx = rng.uniform(r * 0.6, size as f64 - r * 0.6);
             cy = rng.uniform(r * 0.6, size as f64 - r * 0.6);
-            if placed.iter().all(|&(px, py, pr)| ((px - cx).powi(2) + (py - cy).powi(2)).sqrt() > 0.8 * (pr + r)) {
+            if placed.iter().all(|&(px, py, pr)| {
+                ((px - cx).powi(2) + (py - cy).powi(2)).sqrt() > 0.8 * (pr + r)
+            }) {
                 break;
             }
         }
@@ -139,7 +155,9 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
             for x in 0..size {
                 if inside(s, x as f64 + 0.5 - cx, y as f64 + 0.5 - cy, r, angle) {
                     for k in 0..3 {
-                        data[(y * size + x) * 3 + k] = (col[k] as f64 + shade + rng.uniform(-6.0, 6.0)).clamp(0.0, 255.0) as u8;
+                        data[(y * size + x) * 3 + k] =
+                            (col[k] as f64 + shade + rng.uniform(-6.0, 6.0)).clamp(0.0, 255.0)
+                                as u8;
                     }
                     labels[y * size + x] = class_id(c, s);
                 }
@@ -151,7 +169,9 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
     if named.len() > 1 && rng.below(0, 4) == 0 {
         named.truncate(rng.below(1, named.len()));
     }
-    let phrase = |rng: &mut Rng, (c, s): (usize, usize)| format!("{} {}", pick(rng, COLOURS[c].2), pick(rng, SHAPES[s].1));
+    let phrase = |rng: &mut Rng, (c, s): (usize, usize)| {
+        format!("{} {}", pick(rng, COLOURS[c].2), pick(rng, SHAPES[s].1))
+    };
     let parts: Vec<String> = named.iter().map(|&o| phrase(&mut rng, o)).collect();
     let list = match parts.len() {
         1 => format!("a {}", parts[0]),
@@ -164,7 +184,16 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
         2 => format!("{list} on a patterned background"),
         _ => format!("there is {list}"),
     };
-    Scene { image: RgbImage { width: size, height: size, data }, labels, caption, objects }
+    Scene {
+        image: RgbImage {
+            width: size,
+            height: size,
+            data,
+        },
+        labels,
+        caption,
+        objects,
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +217,9 @@ mod tests {
         assert_eq!(names[class_id(0, 2) as usize], "red triangle");
         assert!(is_held_out(class_id(0, 2) as usize) && !is_held_out(class_id(0, 0) as usize));
         // Test scenes do contain held-out combinations.
-        assert!((0..200).any(|i| scene(9, i, 48, Split::Test).objects.iter().any(|o| HELD_OUT.contains(o))));
+        assert!((0..200).any(|i| scene(9, i, 48, Split::Test)
+            .objects
+            .iter()
+            .any(|o| HELD_OUT.contains(o))));
     }
 }

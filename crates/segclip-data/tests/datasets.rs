@@ -13,7 +13,9 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn png_bytes(seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([x as u8 * 20 + seed, y as u8 * 25, seed]));
+    let img = image::RgbImage::from_fn(12, 9, |x, y| {
+        image::Rgb([x as u8 * 20 + seed, y as u8 * 25, seed])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
@@ -35,9 +37,17 @@ fn webdataset_shards_skip_corrupt_images() {
         let mut b = tar::Builder::new(f);
         for k in 0..3 {
             let key = format!("{shard}{k:03}");
-            let img = if shard == 1 && k == 2 { b"not a jpeg".to_vec() } else { png_bytes(k) };
+            let img = if shard == 1 && k == 2 {
+                b"not a jpeg".to_vec()
+            } else {
+                png_bytes(k)
+            };
             add(&mut b, &format!("{key}.jpg"), &img);
-            add(&mut b, &format!("{key}.txt"), format!("caption {key}").as_bytes());
+            add(
+                &mut b,
+                &format!("{key}.txt"),
+                format!("caption {key}").as_bytes(),
+            );
             add(&mut b, &format!("{key}.json"), b"{}");
         }
         // An image without a caption is not a sample.
@@ -58,7 +68,9 @@ fn webdataset_shards_skip_corrupt_images() {
     sorted.sort();
     assert_eq!(sorted, all);
     assert_eq!(ds.clone().limit(4).len(), 4);
-    let err = CaptionDataset::webdataset_dir(&dir("empty")).unwrap_err().to_string();
+    let err = CaptionDataset::webdataset_dir(&dir("empty"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(".tar"), "{err}");
 }
 
@@ -84,12 +96,31 @@ fn tsv_karpathy_and_jsonl() {
     ]});
     std::fs::write(d.join("dataset_coco.json"), karpathy.to_string()).unwrap();
     let ds = CaptionDataset::coco_karpathy(&d.join("dataset_coco.json"), &d, "train").unwrap();
-    assert_eq!(ds.records.iter().map(|r| r.caption.as_str()).collect::<Vec<_>>(), ["one", "two"]);
-    assert_eq!(ds.records[0].key, ds.records[1].key, "one image, one sample per caption");
-    std::fs::write(d.join("pairs.jsonl"), "{\"image\": \"a.png\", \"caption\": \"hello\"}\n\n{\"image\": \"a.png\"}\n").unwrap();
-    let err = CaptionDataset::jsonl(&d.join("pairs.jsonl")).unwrap_err().to_string();
+    assert_eq!(
+        ds.records
+            .iter()
+            .map(|r| r.caption.as_str())
+            .collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    assert_eq!(
+        ds.records[0].key, ds.records[1].key,
+        "one image, one sample per caption"
+    );
+    std::fs::write(
+        d.join("pairs.jsonl"),
+        "{\"image\": \"a.png\", \"caption\": \"hello\"}\n\n{\"image\": \"a.png\"}\n",
+    )
+    .unwrap();
+    let err = CaptionDataset::jsonl(&d.join("pairs.jsonl"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("line 3"), "{err}");
-    std::fs::write(d.join("pairs.jsonl"), "{\"image\": \"a.png\", \"caption\": \"hello\"}\n").unwrap();
+    std::fs::write(
+        d.join("pairs.jsonl"),
+        "{\"image\": \"a.png\", \"caption\": \"hello\"}\n",
+    )
+    .unwrap();
     let ds = CaptionDataset::jsonl(&d.join("pairs.jsonl")).unwrap();
     assert_eq!(ds.load_batch(&[0]).0[0].caption, "hello");
 }
@@ -99,8 +130,22 @@ fn superpixel_cache_is_keyed_by_parameters() {
     let d = dir("cache");
     let img = image::load_from_memory(&png_bytes(3)).unwrap().into_rgb8();
     let (h, w) = (img.height() as usize, img.width() as usize);
-    let a = SuperpixelCache::new(&d, Method::Felzenszwalb(FelzenszwalbParams { scale: 100.0, sigma: 0.5, min_size: 5 }));
-    let b = SuperpixelCache::new(&d, Method::Felzenszwalb(FelzenszwalbParams { scale: 100.0, sigma: 0.5, min_size: 50 }));
+    let a = SuperpixelCache::new(
+        &d,
+        Method::Felzenszwalb(FelzenszwalbParams {
+            scale: 100.0,
+            sigma: 0.5,
+            min_size: 5,
+        }),
+    );
+    let b = SuperpixelCache::new(
+        &d,
+        Method::Felzenszwalb(FelzenszwalbParams {
+            scale: 100.0,
+            sigma: 0.5,
+            min_size: 50,
+        }),
+    );
     assert_ne!(a.dir(), b.dir());
     let first = a.get("shard/0001", img.as_raw(), (h, w)).unwrap();
     let files: Vec<_> = std::fs::read_dir(a.dir()).unwrap().collect();

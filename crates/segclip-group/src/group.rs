@@ -19,9 +19,9 @@
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
-use segclip_vit::norm::LayerNorm;
 use segclip_vit::block::{ln, quick_gelu, Mlp};
 use segclip_vit::linear::Linear;
+use segclip_vit::norm::LayerNorm;
 use segclip_vit::{MultiHeadAttention, Trace};
 
 use crate::{GroupConfig, Result};
@@ -195,8 +195,8 @@ impl SemanticGroup {
             }
         };
         let counts = hard.sum_keepdim(D::Minus1)?; // (B, L, 1)
-        // max(count, 1) with PyTorch's clamp gradient: it flows only where count > 1 (candle's
-        // clamp would pass half of it at count == 1, a center holding one patch).
+                                                   // max(count, 1) with PyTorch's clamp gradient: it flows only where count > 1 (candle's
+                                                   // clamp would pass half of it at count == 1, a center holding one patch).
         let counts = counts.gt(1f32)?.where_cond(&counts, &counts.ones_like()?)?;
         let s = hard.matmul(&v)?.broadcast_div(&counts)?;
         let regions = self.proj_o.forward(&(&q + s)?)?;

@@ -42,7 +42,13 @@ impl MaskedBranch {
         let l = cfg.group.num_centers;
         Ok(Self {
             a_fc: Linear::load(vb.pp("reconstruct_layer2.rec_proj_a.a_fc"), l, l)?,
-            layers_mae2: blocks(vb.pp("layers_mae2"), cfg.layers_mae2, v.width, v.heads, v.ln_eps)?,
+            layers_mae2: blocks(
+                vb.pp("layers_mae2"),
+                cfg.layers_mae2,
+                v.width,
+                v.heads,
+                v.ln_eps,
+            )?,
         })
     }
 
@@ -59,7 +65,11 @@ impl MaskedBranch {
         let (x, _) = visual.stem.forward(pixels)?;
         let (b, k) = ids_keep.dims2()?;
         let c = x.dim(2)?;
-        let idx = ids_keep.to_dtype(DType::U32)?.unsqueeze(2)?.broadcast_as((b, k, c))?.contiguous()?;
+        let idx = ids_keep
+            .to_dtype(DType::U32)?
+            .unsqueeze(2)?
+            .broadcast_as((b, k, c))?
+            .contiguous()?;
         let kept = x.gather(&idx, 1)?;
         let mut x = kept.narrow(1, 1, k - 1)?;
         for blk in &visual.layers0 {
@@ -80,6 +90,9 @@ impl MaskedBranch {
             t.record("train.mae.hidden", &y);
         }
         let decoder_input = Tensor::cat(&[&y.mean_keepdim(1)?, &y], 1)?;
-        Ok(MaskedOutput { decoder_input, hard: g.hard })
+        Ok(MaskedOutput {
+            decoder_input,
+            hard: g.hard,
+        })
     }
 }

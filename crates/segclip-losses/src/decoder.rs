@@ -43,11 +43,23 @@ impl Block {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
-        let qkv = self.qkv.forward(&self.norm1.forward(x)?)?.reshape((b, n, 3, self.heads, c / self.heads))?.permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-        let o = attention(&q, &k, &v, None)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let qkv = self
+            .qkv
+            .forward(&self.norm1.forward(x)?)?
+            .reshape((b, n, 3, self.heads, c / self.heads))?
+            .permute((2, 0, 3, 1, 4))?;
+        let (q, k, v) = (
+            qkv.get(0)?.contiguous()?,
+            qkv.get(1)?.contiguous()?,
+            qkv.get(2)?.contiguous()?,
+        );
+        let o = attention(&q, &k, &v, None)?
+            .transpose(1, 2)?
+            .reshape((b, n, c))?;
         let x = (x + self.proj.forward(&o)?)?;
-        let h = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let h = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
         Ok((x + h)?)
     }
 }
@@ -73,7 +85,16 @@ impl MaeDecoder {
             decoder_embed: Linear::load(vb.pp("decoder_embed"), c, d.dim)?,
             mask_token: vb.get((1, 1, d.dim), "mask_token")?,
             pos_embed: vb.get((1, g * g + 1, d.dim), "decoder_pos_embed")?,
-            blocks: (0..d.depth).map(|i| Block::new(vb.pp(format!("decoder_blocks.{i}")), d.dim, d.heads, d.ln_eps)).collect::<Result<_>>()?,
+            blocks: (0..d.depth)
+                .map(|i| {
+                    Block::new(
+                        vb.pp(format!("decoder_blocks.{i}")),
+                        d.dim,
+                        d.heads,
+                        d.ln_eps,
+                    )
+                })
+                .collect::<Result<_>>()?,
             norm: LayerNorm::load(vb.pp("decoder_norm"), d.dim, d.ln_eps)?,
             pred: Linear::load(vb.pp("decoder_pred"), d.dim, p * p * 3)?,
         })
@@ -87,7 +108,11 @@ impl MaeDecoder {
         let total = ids_restore.dim(1)?;
         let masks = self.mask_token.broadcast_as((b, total - kept, e))?;
         let z = Tensor::cat(&[&z, &masks.contiguous()?], 1)?;
-        let idx = ids_restore.to_dtype(DType::U32)?.unsqueeze(2)?.broadcast_as((b, total, e))?.contiguous()?;
+        let idx = ids_restore
+            .to_dtype(DType::U32)?
+            .unsqueeze(2)?
+            .broadcast_as((b, total, e))?
+            .contiguous()?;
         let mut z = z.gather(&idx, 1)?.broadcast_add(&self.pos_embed)?;
         for blk in &self.blocks {
             z = blk.forward(&z)?;

@@ -22,7 +22,11 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        Self { contrastive: 1.0, kl: 1.0, mae: 1.0 }
+        Self {
+            contrastive: 1.0,
+            kl: 1.0,
+            mae: 1.0,
+        }
     }
 }
 
@@ -80,18 +84,49 @@ impl TrainingModel {
         })
     }
 
-    pub fn forward(&self, batch: &Batch, noise: &Noise, w: &LossWeights, mut trace: Option<&mut Trace>) -> Result<Losses> {
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        noise: &Noise,
+        w: &LossWeights,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Losses> {
         let dev = batch.pixels.device();
         let zero = Tensor::zeros((), candle_core::DType::F32, dev)?;
         let m = &self.model;
         let text_emb = m.text.forward(&batch.input_ids, None)?;
-        let vis = m.visual.forward(&batch.pixels, Some(&noise.gumbel_plain), trace.as_deref_mut())?;
-        let (l_con, t2v) = contrastive(&text_emb, &vis.image_emb, &m.logit_scale, m.config().logit_scale_max)?;
-        let l_con = if w.contrastive != 0.0 { l_con } else { zero.clone() };
-        let l_kl = if w.kl != 0.0 { superpixel_kl(&vis.hard, &batch.image_seg)? } else { zero.clone() };
+        let vis = m.visual.forward(
+            &batch.pixels,
+            Some(&noise.gumbel_plain),
+            trace.as_deref_mut(),
+        )?;
+        let (l_con, t2v) = contrastive(
+            &text_emb,
+            &vis.image_emb,
+            &m.logit_scale,
+            m.config().logit_scale_max,
+        )?;
+        let l_con = if w.contrastive != 0.0 {
+            l_con
+        } else {
+            zero.clone()
+        };
+        let l_kl = if w.kl != 0.0 {
+            superpixel_kl(&vis.hard, &batch.image_seg)?
+        } else {
+            zero.clone()
+        };
         let l_mae = if w.mae != 0.0 {
-            let out = self.masked.forward(&m.visual, &batch.pixels, &noise.ids_keep, &noise.gumbel_masked, trace.as_deref_mut())?;
-            let pred = self.decoder.forward(&out.decoder_input, &noise.ids_restore)?;
+            let out = self.masked.forward(
+                &m.visual,
+                &batch.pixels,
+                &noise.ids_keep,
+                &noise.gumbel_masked,
+                trace.as_deref_mut(),
+            )?;
+            let pred = self
+                .decoder
+                .forward(&out.decoder_input, &noise.ids_restore)?;
             let target = patchify_pqc(&batch.pixels, m.config().vision.patch_size)?;
             if let Some(t) = trace.as_deref_mut() {
                 t.record("train.mae.pred", &pred);
@@ -110,6 +145,12 @@ impl TrainingModel {
             t.record("loss.mae", &l_mae);
             t.record("loss.total", &total);
         }
-        Ok(Losses { contrastive: l_con, kl: l_kl, mae: l_mae, total, hard: vis.hard })
+        Ok(Losses {
+            contrastive: l_con,
+            kl: l_kl,
+            mae: l_mae,
+            total,
+            hard: vis.hard,
+        })
     }
 }

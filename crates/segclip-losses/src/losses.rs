@@ -7,14 +7,23 @@ use crate::Result;
 
 /// `x / max(‖x‖, 1e-12)` along the last dimension.
 fn normalize(x: &Tensor) -> Result<Tensor> {
-    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::INFINITY)?;
+    let n = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::INFINITY)?;
     Ok(x.broadcast_div(&n)?)
 }
 
 /// Symmetric InfoNCE (spec 2.1) over a batch whose pair i is (text i, image i):
 /// `s = min(exp(logit_scale), max)`, logits `s·t̂ v̂ᵀ`, mean cross-entropy both ways, halved.
 /// Returns (loss, logits_t2v).
-pub fn contrastive(text_emb: &Tensor, image_emb: &Tensor, logit_scale: &Tensor, max_scale: f64) -> Result<(Tensor, Tensor)> {
+pub fn contrastive(
+    text_emb: &Tensor,
+    image_emb: &Tensor,
+    logit_scale: &Tensor,
+    max_scale: f64,
+) -> Result<(Tensor, Tensor)> {
     let b = text_emb.dim(0)?;
     let s = logit_scale.exp()?.clamp(0f32, max_scale as f32)?;
     let (t, v) = (normalize(text_emb)?, normalize(image_emb)?);
@@ -33,7 +42,10 @@ pub fn superpixel_kl(hard: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, l, n) = hard.dims3()?;
     let a = hard.transpose(1, 2)?.contiguous()?; // (B, N, L)
     let lab = labels.to_dtype(DType::F32)?;
-    let same = lab.unsqueeze(2)?.broadcast_eq(&lab.unsqueeze(1)?)?.to_dtype(DType::F32)?; // (B, N, N)
+    let same = lab
+        .unsqueeze(2)?
+        .broadcast_eq(&lab.unsqueeze(1)?)?
+        .to_dtype(DType::F32)?; // (B, N, N)
     let counts = same.sum_keepdim(D::Minus1)?.clamp(1f32, f32::INFINITY)?;
     let mbar = same.matmul(&a)?.broadcast_div(&counts)?;
     let coef = (b * n * l) as f64;

@@ -24,13 +24,23 @@ pub fn seeded_varmap(cfg: &SegClipConfig, seed: u64, device: &Device) -> Result<
 
 /// The batch and noise of a training fixture; `pixels` are `input.pixels` of the inference
 /// fixture (the training image is not stored twice).
-pub fn fixture_inputs(train: &HashMap<String, Tensor>, pixels: &Tensor, grid: usize) -> Result<(Batch, Noise)> {
+pub fn fixture_inputs(
+    train: &HashMap<String, Tensor>,
+    pixels: &Tensor,
+    grid: usize,
+) -> Result<(Batch, Noise)> {
     let get = |k: &str| -> Result<Tensor> {
-        train.get(k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("the training fixture lacks `{k}`")).into())
+        train.get(k).cloned().ok_or_else(|| {
+            candle_core::Error::Msg(format!("the training fixture lacks `{k}`")).into()
+        })
     };
     let ids = get("train.input_ids")?;
     let b = ids.dim(0)?;
-    let batch = Batch { input_ids: ids, pixels: pixels.clone(), image_seg: get("train.image_seg")?.reshape((b, grid * grid))? };
+    let batch = Batch {
+        input_ids: ids,
+        pixels: pixels.clone(),
+        image_seg: get("train.image_seg")?.reshape((b, grid * grid))?,
+    };
     let noise = Noise {
         gumbel_plain: get("train.gumbel_noise.0")?,
         ids_keep: get("train.mae.ids_keep")?,

@@ -11,29 +11,53 @@ use segclip_losses::{LossWeights, TrainingModel};
 use segclip_vit::Trace;
 
 fn load(name: &str) -> HashMap<String, Tensor> {
-    let p = format!("{}/../../fixtures/parity/small/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../../fixtures/parity/small/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     candle_core::safetensors::load(p, &Device::Cpu).unwrap()
 }
 
 fn rel_err(ours: &Tensor, theirs: &Tensor) -> f64 {
-    let (o, t) = (ours.to_dtype(DType::F64).unwrap().flatten_all().unwrap(), theirs.to_dtype(DType::F64).unwrap().flatten_all().unwrap());
+    let (o, t) = (
+        ours.to_dtype(DType::F64).unwrap().flatten_all().unwrap(),
+        theirs.to_dtype(DType::F64).unwrap().flatten_all().unwrap(),
+    );
     assert_eq!(o.dims(), t.dims());
-    let d = (&o - &t).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+    let d = (&o - &t)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     let s = t.abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
-    if s > 0.0 { d / s } else { d }
+    if s > 0.0 {
+        d / s
+    } else {
+        d
+    }
 }
 
 #[test]
 fn training_step_matches_the_official_code() {
     let dev = Device::Cpu;
-    let cfg_path = format!("{}/../../fixtures/parity/small/config.json", env!("CARGO_MANIFEST_DIR"));
+    let cfg_path = format!(
+        "{}/../../fixtures/parity/small/config.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let cfg = SegClipConfig::from_file(std::path::Path::new(&cfg_path)).unwrap();
     let varmap = segclip_losses::parity::seeded_varmap(&cfg, 0, &dev).unwrap();
-    let model = TrainingModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
+    let model =
+        TrainingModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
     let (train, inf) = (load("train.safetensors"), load("inference.safetensors"));
-    let (batch, noise) = segclip_losses::parity::fixture_inputs(&train, &inf["input.pixels"], 14).unwrap();
+    let (batch, noise) =
+        segclip_losses::parity::fixture_inputs(&train, &inf["input.pixels"], 14).unwrap();
     let mut trace = Trace::default();
-    let losses = model.forward(&batch, &noise, &LossWeights::default(), Some(&mut trace)).unwrap();
+    let losses = model
+        .forward(&batch, &noise, &LossWeights::default(), Some(&mut trace))
+        .unwrap();
     let mut failures = Vec::new();
     let mut check = |name: &str, ours: &Tensor, theirs: &Tensor| {
         let e = rel_err(ours, theirs);
@@ -59,15 +83,25 @@ fn training_step_matches_the_official_code() {
         ("loss.mae", "loss.mae"),
         ("loss.total", "loss.total"),
     ] {
-        check(ours, trace.get(ours).unwrap_or_else(|| panic!("{ours} not traced")), &train[theirs]);
+        check(
+            ours,
+            trace
+                .get(ours)
+                .unwrap_or_else(|| panic!("{ours} not traced")),
+            &train[theirs],
+        );
     }
     let grads = losses.total.backward().unwrap();
     let vars = varmap.data().lock().unwrap();
     let mut n = 0;
     for (name, want) in train.iter().filter(|(k, _)| k.starts_with("grad.")) {
         let key = &name["grad.".len()..];
-        let var = vars.get(key).unwrap_or_else(|| panic!("no parameter {key}"));
-        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {key}"));
+        let var = vars
+            .get(key)
+            .unwrap_or_else(|| panic!("no parameter {key}"));
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {key}"));
         check(name, got, want);
         n += 1;
     }

@@ -27,7 +27,12 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub fn build(&self, samples: &[CaptionSample], rng: &mut Rng, device: &Device) -> Result<Batch> {
+    pub fn build(
+        &self,
+        samples: &[CaptionSample],
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Batch> {
         let (s, p) = (self.image_size, self.patch_size);
         let grid = s / p;
         let mut pixels = Vec::with_capacity(samples.len() * 3 * s * s);
@@ -39,11 +44,18 @@ impl BatchBuilder {
             let (h, w) = (img.height, img.width);
             let (bh, bw) = if h > s && w > s {
                 let sf = s as f64 / h.min(w) as f64;
-                (((h as f64 * sf).round() as usize).max(s), ((w as f64 * sf).round() as usize).max(s))
+                (
+                    ((h as f64 * sf).round() as usize).max(s),
+                    ((w as f64 * sf).round() as usize).max(s),
+                )
             } else {
                 (h, w)
             };
-            let base = if (bh, bw) == (h, w) { img.data.clone() } else { resize_bicubic_u8(&img.data, (h, w), (bh, bw)) };
+            let base = if (bh, bw) == (h, w) {
+                img.data.clone()
+            } else {
+                resize_bicubic_u8(&img.data, (h, w), (bh, bw))
+            };
             let map = match &self.cache {
                 Some(c) => c.get(&smp.key, &base, (bh, bw))?,
                 None => self.superpixels.run(&base, (bh, bw)),
@@ -51,12 +63,20 @@ impl BatchBuilder {
             let b = random_resized_crop(rng, (bh, bw), (0.5, 1.0), (0.75, 4.0 / 3.0));
             let mut crop = Vec::with_capacity(b.height * b.width * 3);
             for y in b.top..b.top + b.height {
-                crop.extend_from_slice(&base[(y * bw + b.left) * 3..(y * bw + b.left + b.width) * 3]);
+                crop.extend_from_slice(
+                    &base[(y * bw + b.left) * 3..(y * bw + b.left + b.width) * 3],
+                );
             }
             let resized = resize_bicubic_u8(&crop, (b.height, b.width), (s, s));
             pixels.extend(normalize_clip(&resized, (s, s)));
             labels.extend(patch_labels(&map, b.coords, s, p, self.rule));
-            ids.extend(self.tokenizer.encode(&smp.caption)?.padded(ctx).into_iter().map(|v| v as i64));
+            ids.extend(
+                self.tokenizer
+                    .encode(&smp.caption)?
+                    .padded(ctx)
+                    .into_iter()
+                    .map(|v| v as i64),
+            );
         }
         let n = samples.len();
         Ok(Batch {
@@ -69,12 +89,21 @@ impl BatchBuilder {
 
 fn gumbel(rng: &mut Rng, n: usize) -> Vec<f32> {
     let (lo, hi) = (f32::MIN_POSITIVE as f64, 1.0 - f32::EPSILON as f64);
-    (0..n).map(|_| -(-(rng.uniform(0.0, 1.0).clamp(lo, hi)).ln()).ln() as f32).collect()
+    (0..n)
+        .map(|_| -(-(rng.uniform(0.0, 1.0).clamp(lo, hi)).ln()).ln() as f32)
+        .collect()
 }
 
 /// The randomness of one step: Gumbel noise for both passes and the MAE masking of
 /// `1 + patches` tokens keeping `int((1 + patches) · (1 − mask_ratio))`.
-pub fn sample_noise(rng: &mut Rng, b: usize, centers: usize, patches: usize, mask_ratio: f64, device: &Device) -> Result<Noise> {
+pub fn sample_noise(
+    rng: &mut Rng,
+    b: usize,
+    centers: usize,
+    patches: usize,
+    mask_ratio: f64,
+    device: &Device,
+) -> Result<Noise> {
     let tokens = patches + 1;
     let keep = ((tokens as f64) * (1.0 - mask_ratio)) as usize;
     let keep = keep.clamp(2, tokens);
@@ -87,10 +116,18 @@ pub fn sample_noise(rng: &mut Rng, b: usize, centers: usize, patches: usize, mas
         mask.extend(m.mask.iter().map(|&v| v as f32));
     }
     Ok(Noise {
-        gumbel_plain: Tensor::from_vec(gumbel(rng, b * centers * patches), (b, centers, patches), device)?,
+        gumbel_plain: Tensor::from_vec(
+            gumbel(rng, b * centers * patches),
+            (b, centers, patches),
+            device,
+        )?,
         ids_keep: Tensor::from_vec(ids_keep, (b, keep), device)?,
         ids_restore: Tensor::from_vec(ids_restore, (b, tokens), device)?,
         mask: Tensor::from_vec(mask, (b, tokens), device)?,
-        gumbel_masked: Tensor::from_vec(gumbel(rng, b * centers * (keep - 1)), (b, centers, keep - 1), device)?,
+        gumbel_masked: Tensor::from_vec(
+            gumbel(rng, b * centers * (keep - 1)),
+            (b, centers, keep - 1),
+            device,
+        )?,
     })
 }

@@ -33,7 +33,10 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join("state.json").exists().then(|| (step, e.path()))
+            e.path()
+                .join("state.json")
+                .exists()
+                .then(|| (step, e.path()))
         })
         .collect();
     out.sort();
@@ -47,11 +50,19 @@ pub fn save(dir: &Path, step: usize, data: &CheckpointData, keep: usize) -> Resu
     let tmp = dir.join(format!(".checkpoint-{step:08}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(&data.model, tmp.join("model.safetensors")).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(&data.optimizer, tmp.join("optimizer.safetensors")).map_err(|e| io(&tmp, e))?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&data.state).map_err(|e| io(&tmp, e))?).map_err(|e| io(&tmp, e))?;
+    candle_core::safetensors::save(&data.model, tmp.join("model.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
+    candle_core::safetensors::save(&data.optimizer, tmp.join("optimizer.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec_pretty(&data.state).map_err(|e| io(&tmp, e))?,
+    )
+    .map_err(|e| io(&tmp, e))?;
     for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-        std::fs::File::open(tmp.join(f)).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        std::fs::File::open(tmp.join(f))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
     }
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
@@ -65,9 +76,15 @@ pub fn save(dir: &Path, step: usize, data: &CheckpointData, keep: usize) -> Resu
 /// Read a checkpoint folder.
 pub fn load(path: &Path) -> Result<CheckpointData> {
     let dev = candle_core::Device::Cpu;
-    let model = candle_core::safetensors::load(path.join("model.safetensors"), &dev).map_err(|e| io(path, e))?;
-    let optimizer = candle_core::safetensors::load(path.join("optimizer.safetensors"), &dev).map_err(|e| io(path, e))?;
+    let model = candle_core::safetensors::load(path.join("model.safetensors"), &dev)
+        .map_err(|e| io(path, e))?;
+    let optimizer = candle_core::safetensors::load(path.join("optimizer.safetensors"), &dev)
+        .map_err(|e| io(path, e))?;
     let text = std::fs::read_to_string(path.join("state.json")).map_err(|e| io(path, e))?;
     let state = serde_json::from_str(&text).map_err(|e| io(path, e))?;
-    Ok(CheckpointData { model, optimizer, state })
+    Ok(CheckpointData {
+        model,
+        optimizer,
+        state,
+    })
 }

@@ -71,7 +71,11 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { contrastive: 1.0, kl: 1.0, mae: 1.0 }
+        Self {
+            contrastive: 1.0,
+            kl: 1.0,
+            mae: 1.0,
+        }
     }
 }
 
@@ -88,7 +92,14 @@ pub struct OptimSection {
 
 impl Default for OptimSection {
     fn default() -> Self {
-        Self { lr: 4e-3, lower_lr: 4e-6, weight_decay: 0.05, warmup: 0.15, epochs: 10, clip_grad: 1.0 }
+        Self {
+            lr: 4e-3,
+            lower_lr: 4e-6,
+            weight_decay: 0.05,
+            warmup: 0.15,
+            epochs: 10,
+            clip_grad: 1.0,
+        }
     }
 }
 
@@ -106,7 +117,13 @@ pub struct TrainSection {
 
 impl Default for TrainSection {
     fn default() -> Self {
-        Self { batch: 8, accumulation: 1, threads: 0, save_every: 500, keep_last: 3 }
+        Self {
+            batch: 8,
+            accumulation: 1,
+            threads: 0,
+            save_every: 500,
+            keep_last: 3,
+        }
     }
 }
 
@@ -128,7 +145,16 @@ pub struct SuperpixelSection {
 
 impl Default for SuperpixelSection {
     fn default() -> Self {
-        Self { method: "felzenszwalb".into(), scale: 224.0, sigma: 0.9, min_size: 224, n_segments: 100, compactness: 10.0, patch_rule: "majority".into(), cache: true }
+        Self {
+            method: "felzenszwalb".into(),
+            scale: 224.0,
+            sigma: 0.9,
+            min_size: 224,
+            n_segments: 100,
+            compactness: 10.0,
+            patch_rule: "majority".into(),
+            cache: true,
+        }
     }
 }
 
@@ -142,22 +168,36 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if !["jsonl", "webdataset", "tsv", "coco"].contains(&self.data.format.as_str()) {
-            return bad(format!("data.format `{}` is not one of jsonl, webdataset, tsv, coco", self.data.format));
+            return bad(format!(
+                "data.format `{}` is not one of jsonl, webdataset, tsv, coco",
+                self.data.format
+            ));
         }
         if matches!(self.data.format.as_str(), "tsv" | "coco") && self.data.images.is_none() {
-            return bad(format!("data.images (the image root) is required for format `{}`", self.data.format));
+            return bad(format!(
+                "data.images (the image root) is required for format `{}`",
+                self.data.format
+            ));
         }
         if self.train.batch < 2 {
-            return bad("train.batch must be at least 2: the contrastive loss needs negatives".into());
+            return bad(
+                "train.batch must be at least 2: the contrastive loss needs negatives".into(),
+            );
         }
         if self.train.accumulation != 1 {
             return bad("train.accumulation > 1 is not supported yet (the contrastive loss couples the batch; see docs/training.md)".into());
         }
         if !["felzenszwalb", "slic"].contains(&self.superpixels.method.as_str()) {
-            return bad(format!("superpixels.method `{}` is not felzenszwalb or slic", self.superpixels.method));
+            return bad(format!(
+                "superpixels.method `{}` is not felzenszwalb or slic",
+                self.superpixels.method
+            ));
         }
         if !["majority", "official"].contains(&self.superpixels.patch_rule.as_str()) {
-            return bad(format!("superpixels.patch_rule `{}` is not majority or official", self.superpixels.patch_rule));
+            return bad(format!(
+                "superpixels.patch_rule `{}` is not majority or official",
+                self.superpixels.patch_rule
+            ));
         }
         if self.optim.epochs == 0 {
             return bad("optim.epochs must be at least 1".into());
@@ -172,15 +212,22 @@ mod tests {
 
     #[test]
     fn minimal_file_gets_defaults_and_bad_values_are_named() {
-        let c = TrainConfig::from_toml("[data]\nformat = \"jsonl\"\npath = \"pairs.jsonl\"\n").unwrap();
+        let c =
+            TrainConfig::from_toml("[data]\nformat = \"jsonl\"\npath = \"pairs.jsonl\"\n").unwrap();
         assert_eq!(c.train.batch, 8);
         assert_eq!(c.optim.lr, 4e-3);
         assert_eq!(c.superpixels.min_size, 224);
         for (text, needle) in [
             ("[data]\nformat = \"csv\"\npath = \"x\"\n", "data.format"),
             ("[data]\nformat = \"coco\"\npath = \"x\"\n", "data.images"),
-            ("[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatch = 1\n", "train.batch"),
-            ("[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatchsize = 4\n", "batchsize"),
+            (
+                "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatch = 1\n",
+                "train.batch",
+            ),
+            (
+                "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatchsize = 4\n",
+                "batchsize",
+            ),
         ] {
             let e = TrainConfig::from_toml(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");

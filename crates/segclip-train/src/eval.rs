@@ -4,7 +4,9 @@
 
 use segclip_data::datasets::captions::{decode, ImageRef};
 use segclip_data::datasets::SegDataset;
-use segclip_group::zeroshot::{segment, ClassList, RgbImage, SegmentOptions, Templates, TextClassifier};
+use segclip_group::zeroshot::{
+    segment, ClassList, RgbImage, SegmentOptions, Templates, TextClassifier,
+};
 use segclip_group::SegClip;
 
 use crate::{Error, Result};
@@ -18,7 +20,10 @@ pub struct IouAccumulator {
 
 impl IouAccumulator {
     pub fn new(classes: usize) -> Self {
-        Self { intersect: vec![0; classes], union: vec![0; classes] }
+        Self {
+            intersect: vec![0; classes],
+            union: vec![0; classes],
+        }
     }
 
     /// Add one image: `pred` and `gt` per pixel; gt 255 is ignored; predictions outside the
@@ -49,13 +54,27 @@ impl IouAccumulator {
 
     /// IoU per class (`None` where the union is empty).
     pub fn iou(&self) -> Vec<Option<f64>> {
-        self.intersect.iter().zip(&self.union).map(|(&i, &u)| (u > 0).then(|| i as f64 / u as f64)).collect()
+        self.intersect
+            .iter()
+            .zip(&self.union)
+            .map(|(&i, &u)| (u > 0).then(|| i as f64 / u as f64))
+            .collect()
     }
 
     /// Mean IoU over the classes in `which` that have a union.
     pub fn miou_of(&self, which: impl Fn(usize) -> bool) -> f64 {
-        let v: Vec<f64> = self.iou().into_iter().enumerate().filter(|(c, _)| which(*c)).filter_map(|(_, x)| x).collect();
-        if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+        let v: Vec<f64> = self
+            .iou()
+            .into_iter()
+            .enumerate()
+            .filter(|(c, _)| which(*c))
+            .filter_map(|(_, x)| x)
+            .collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
     }
 
     pub fn miou(&self) -> f64 {
@@ -82,7 +101,10 @@ impl EvalSource for SegDataset {
         let image = decode(&ImageRef::File(self.samples[i].image.clone()))?;
         let (w, h, gt) = self.label(i)?;
         if (w, h) != (image.width, image.height) {
-            return Err(Error::Config(format!("{}: label is {w}x{h} but the image is {}x{}", self.samples[i].id, image.width, image.height)));
+            return Err(Error::Config(format!(
+                "{}: label is {w}x{h} but the image is {}x{}",
+                self.samples[i].id, image.width, image.height
+            )));
         }
         Ok((image, gt))
     }
@@ -103,7 +125,12 @@ impl EvalSource for SynthSource {
         self.count
     }
     fn sample(&self, i: usize) -> Result<(RgbImage, Vec<u8>)> {
-        let s = segclip_data::synth::scene(self.seed, i as u64, self.size, segclip_data::synth::Split::Test);
+        let s = segclip_data::synth::scene(
+            self.seed,
+            i as u64,
+            self.size,
+            segclip_data::synth::Split::Test,
+        );
         Ok((s.image, s.labels))
     }
 }

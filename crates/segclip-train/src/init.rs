@@ -21,13 +21,32 @@ fn normal(rng: &mut Rng, std: f64, truncate: bool) -> f32 {
 }
 
 /// A fresh value for parameter `key` of `shape`; `grid` = image size / patch size.
-pub fn fresh(key: &str, shape: &[usize], grid: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+pub fn fresh(
+    key: &str,
+    shape: &[usize],
+    grid: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let last = key.rsplit('.').next().unwrap_or(key);
     let module = key.rsplit('.').nth(1).unwrap_or("");
     let is_ln = matches!(
         module,
-        "ln_pre" | "ln_post" | "ln_final" | "ln_1" | "ln_2" | "ln_x" | "ln_k" | "cross_ln" | "k_ln" | "ln" | "norm" | "norm1" | "norm2" | "decoder_norm"
+        "ln_pre"
+            | "ln_post"
+            | "ln_final"
+            | "ln_1"
+            | "ln_2"
+            | "ln_x"
+            | "ln_k"
+            | "cross_ln"
+            | "k_ln"
+            | "ln"
+            | "norm"
+            | "norm1"
+            | "norm2"
+            | "decoder_norm"
     );
     let v: Vec<f32> = if key == "clip.logit_scale" {
         vec![(1.0f64 / 0.07).ln() as f32; n.max(1)]

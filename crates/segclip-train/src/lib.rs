@@ -7,15 +7,15 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
-pub mod eval;
 mod error;
+pub mod eval;
 pub mod init;
 pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
 
+pub use config::TrainConfig;
 pub use error::{Error, Result};
 pub use optim::{AdaptAdamW, OptimConfig, StepStats};
-pub use config::TrainConfig;
 pub use trainer::{StepLog, Trainer};

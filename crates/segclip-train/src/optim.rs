@@ -40,7 +40,17 @@ pub struct OptimConfig {
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        Self { lr: 4e-3, lower_lr: 4e-6, weight_decay: 0.05, betas: (0.9, 0.98), eps: 1e-6, warmup: 0.15, total_steps: 1, clip_grad: 1.0, freeze: true }
+        Self {
+            lr: 4e-3,
+            lower_lr: 4e-6,
+            weight_decay: 0.05,
+            betas: (0.9, 0.98),
+            eps: 1e-6,
+            warmup: 0.15,
+            total_steps: 1,
+            clip_grad: 1.0,
+            freeze: true,
+        }
     }
 }
 
@@ -103,10 +113,20 @@ impl AdaptAdamW {
     pub fn new(named: impl IntoIterator<Item = (String, Var)>, cfg: OptimConfig) -> Self {
         let mut params: Vec<Param> = named
             .into_iter()
-            .filter(|(n, _)| !(cfg.freeze && is_frozen(n)) && n != "vis_mae_decoder.decoder_pos_embed")
+            .filter(|(n, _)| {
+                !(cfg.freeze && is_frozen(n)) && n != "vis_mae_decoder.decoder_pos_embed"
+            })
             .map(|(name, var)| Param {
-                lr: if is_high_lr(&name) { cfg.lr } else { cfg.lower_lr },
-                wd: if name.contains("bias") { 0.0 } else { cfg.weight_decay },
+                lr: if is_high_lr(&name) {
+                    cfg.lr
+                } else {
+                    cfg.lower_lr
+                },
+                wd: if name.contains("bias") {
+                    0.0
+                } else {
+                    cfg.weight_decay
+                },
                 name,
                 var,
                 m: None,
@@ -124,7 +144,10 @@ impl AdaptAdamW {
 
     /// The scheduled learning rate of a parameter at its step `t`.
     pub fn lr_at(&self, base: f64, t: usize) -> f64 {
-        base * warmup_cosine(t as f64 / self.cfg.total_steps.max(1) as f64, self.cfg.warmup)
+        base * warmup_cosine(
+            t as f64 / self.cfg.total_steps.max(1) as f64,
+            self.cfg.warmup,
+        )
     }
 
     /// The global L2 norm of the trainable parameters' gradients.
@@ -132,7 +155,12 @@ impl AdaptAdamW {
         let mut total = 0f32;
         for p in &self.params {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                let n = g.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.sqrt();
+                let n = g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?
+                    .sqrt();
                 total += n * n;
             }
         }
@@ -145,14 +173,23 @@ impl AdaptAdamW {
         let norm = self.grad_norm(grads)?;
         let coef = (self.cfg.clip_grad as f32 / (norm + 1e-6)).min(1.0);
         self.apply(&|_, var: &Var| grads.get(var.as_tensor()).cloned(), coef)?;
-        Ok(StepStats { grad_norm: norm, clip_coef: coef })
+        Ok(StepStats {
+            grad_norm: norm,
+            clip_coef: coef,
+        })
     }
 
     /// Update each parameter whose gradient `grad_of(name, var)` gives, scaled by `coef`.
-    pub fn apply(&mut self, grad_of: &dyn Fn(&str, &Var) -> Option<Tensor>, coef: f32) -> Result<()> {
+    pub fn apply(
+        &mut self,
+        grad_of: &dyn Fn(&str, &Var) -> Option<Tensor>,
+        coef: f32,
+    ) -> Result<()> {
         let (b1, b2) = self.cfg.betas;
         for i in 0..self.params.len() {
-            let Some(g) = grad_of(&self.params[i].name, &self.params[i].var) else { continue };
+            let Some(g) = grad_of(&self.params[i].name, &self.params[i].var) else {
+                continue;
+            };
             // Gradients carry the op history of the backward pass (which references the whole
             // forward graph); keeping them in the moments would keep every step's graph alive.
             let g = g.detach();
@@ -170,7 +207,11 @@ impl AdaptAdamW {
                 Some(v) => ((v * b2)? + gg)?,
                 None => gg,
             };
-            let lr_t = p.lr * warmup_cosine(t as f64 / self.cfg.total_steps.max(1) as f64, self.cfg.warmup);
+            let lr_t = p.lr
+                * warmup_cosine(
+                    t as f64 / self.cfg.total_steps.max(1) as f64,
+                    self.cfg.warmup,
+                );
             let bc1 = 1.0 - b1.powi(t as i32);
             let bc2 = 1.0 - b2.powi(t as i32);
             let denom = ((v.sqrt()? / bc2.sqrt())? + self.cfg.eps)?;
@@ -193,7 +234,10 @@ impl AdaptAdamW {
             if let (Some(m), Some(v)) = (&p.m, &p.v) {
                 out.insert(format!("m.{}", p.name), m.clone());
                 out.insert(format!("v.{}", p.name), v.clone());
-                out.insert(format!("t.{}", p.name), Tensor::new(p.step as u32, m.device())?);
+                out.insert(
+                    format!("t.{}", p.name),
+                    Tensor::new(p.step as u32, m.device())?,
+                );
             }
         }
         Ok(out)
@@ -202,9 +246,11 @@ impl AdaptAdamW {
     /// Restore what [`AdaptAdamW::state`] saved.
     pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for p in &mut self.params {
-            if let (Some(m), Some(v), Some(t)) =
-                (state.get(&format!("m.{}", p.name)), state.get(&format!("v.{}", p.name)), state.get(&format!("t.{}", p.name)))
-            {
+            if let (Some(m), Some(v), Some(t)) = (
+                state.get(&format!("m.{}", p.name)),
+                state.get(&format!("v.{}", p.name)),
+                state.get(&format!("t.{}", p.name)),
+            ) {
                 let dev = p.var.as_tensor().device();
                 p.m = Some(m.to_device(dev)?);
                 p.v = Some(v.to_device(dev)?);
@@ -217,7 +263,10 @@ impl AdaptAdamW {
     /// Clamp `clip.logit_scale` at ln(max) after a step (official: ln 100).
     pub fn clamp_logit_scale(&self, max_exp: f64) -> Result<()> {
         if let Some(p) = self.params.iter().find(|p| p.name == "clip.logit_scale") {
-            let v = p.var.as_tensor().clamp(f32::NEG_INFINITY, max_exp.ln() as f32)?;
+            let v = p
+                .var
+                .as_tensor()
+                .clamp(f32::NEG_INFINITY, max_exp.ln() as f32)?;
             p.var.set(&v)?;
         }
         Ok(())

@@ -41,12 +41,26 @@ fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
 
 /// Train as `cfg` says; with `resume`, continue from the latest complete checkpoint in the
 /// output folder.
-pub fn train(cfg: &TrainConfig, resume: bool, device: &Device, on_step: &mut dyn FnMut(&Progress)) -> Result<()> {
+pub fn train(
+    cfg: &TrainConfig,
+    resume: bool,
+    device: &Device,
+    on_step: &mut dyn FnMut(&Progress),
+) -> Result<()> {
     let ds = dataset(cfg)?;
     if ds.len() < cfg.train.batch {
-        return Err(Error::Config(format!("the dataset has {} samples, fewer than one batch of {}", ds.len(), cfg.train.batch)));
+        return Err(Error::Config(format!(
+            "the dataset has {} samples, fewer than one batch of {}",
+            ds.len(),
+            cfg.train.batch
+        )));
     }
-    let init = cfg.model.init.as_deref().map(|spec| StateDict::load(spec, 10, device)).transpose()?;
+    let init = cfg
+        .model
+        .init
+        .as_deref()
+        .map(|spec| StateDict::load(spec, 10, device))
+        .transpose()?;
     let model_cfg = match &cfg.model.config {
         Some(p) => SegClipConfig::from_file(p)?,
         None => SegClipConfig::vit_b16(),
@@ -54,10 +68,23 @@ pub fn train(cfg: &TrainConfig, resume: bool, device: &Device, on_step: &mut dyn
     let per_epoch = ds.len() / cfg.train.batch;
     let total = per_epoch * cfg.optim.epochs;
     let o = &cfg.optim;
-    let optim = OptimConfig { lr: o.lr, lower_lr: o.lower_lr, weight_decay: o.weight_decay, warmup: o.warmup, total_steps: total, clip_grad: o.clip_grad, ..Default::default() };
-    let weights = LossWeights { contrastive: cfg.loss.contrastive, kl: cfg.loss.kl, mae: cfg.loss.mae };
+    let optim = OptimConfig {
+        lr: o.lr,
+        lower_lr: o.lower_lr,
+        weight_decay: o.weight_decay,
+        warmup: o.warmup,
+        total_steps: total,
+        clip_grad: o.clip_grad,
+        ..Default::default()
+    };
+    let weights = LossWeights {
+        contrastive: cfg.loss.contrastive,
+        kl: cfg.loss.kl,
+        mae: cfg.loss.mae,
+    };
     let mut trainer = Trainer::new(&model_cfg, init.as_ref(), optim, weights, cfg.seed, device)?;
-    std::fs::create_dir_all(&cfg.output).map_err(|e| Error::Config(format!("cannot create {}: {e}", cfg.output.display())))?;
+    std::fs::create_dir_all(&cfg.output)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", cfg.output.display())))?;
     if resume {
         if let Some((_, path)) = checkpoint::list(&cfg.output).last() {
             trainer.resume(path)?;
@@ -65,21 +92,43 @@ pub fn train(cfg: &TrainConfig, resume: bool, device: &Device, on_step: &mut dyn
     }
     let sp = &cfg.superpixels;
     let method = if sp.method == "slic" {
-        Method::Slic(SlicParams { n_segments: sp.n_segments, compactness: sp.compactness, sigma: sp.sigma, ..Default::default() })
+        Method::Slic(SlicParams {
+            n_segments: sp.n_segments,
+            compactness: sp.compactness,
+            sigma: sp.sigma,
+            ..Default::default()
+        })
     } else {
-        Method::Felzenszwalb(FelzenszwalbParams { scale: sp.scale, sigma: sp.sigma, min_size: sp.min_size })
+        Method::Felzenszwalb(FelzenszwalbParams {
+            scale: sp.scale,
+            sigma: sp.sigma,
+            min_size: sp.min_size,
+        })
     };
-    let cache_root = cfg.data.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let cache_root = cfg
+        .data
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let builder = BatchBuilder {
         tokenizer: Tokenizer::new(32)?,
         image_size: model_cfg.vision.image_size,
         patch_size: model_cfg.vision.patch_size,
         superpixels: method,
         cache: sp.cache.then(|| SuperpixelCache::new(&cache_root, method)),
-        rule: if sp.patch_rule == "official" { PatchRule::OfficialMean } else { PatchRule::Majority },
+        rule: if sp.patch_rule == "official" {
+            PatchRule::OfficialMean
+        } else {
+            PatchRule::Majority
+        },
     };
     let log_path = cfg.output.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
     let (mut images, mut skipped_images) = (0, 0);
     while trainer.step < total {
         let step = trainer.step;
@@ -97,10 +146,20 @@ pub fn train(cfg: &TrainConfig, resume: bool, device: &Device, on_step: &mut dyn
         let entry = trainer.train_step(&batch)?;
         let mut line = serde_json::to_value(&entry).map_err(|e| Error::Config(e.to_string()))?;
         line["skipped_images"] = skipped.into();
-        writeln!(log, "{line}").map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
-        on_step(&Progress { log: &entry, total_steps: total, images, skipped_images });
+        writeln!(log, "{line}")
+            .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
+        on_step(&Progress {
+            log: &entry,
+            total_steps: total,
+            images,
+            skipped_images,
+        });
         if trainer.step % cfg.train.save_every.max(1) == 0 || trainer.step == total {
-            trainer.save(&cfg.output, cfg.train.keep_last, serde_json::json!({"skipped_images": skipped_images}))?;
+            trainer.save(
+                &cfg.output,
+                cfg.train.keep_last,
+                serde_json::json!({"skipped_images": skipped_images}),
+            )?;
         }
     }
     Ok(())

@@ -14,29 +14,64 @@ use segclip_vit::{TextConfig, Tokenizer, VisionConfig};
 
 fn tiny() -> SegClipConfig {
     SegClipConfig {
-        vision: VisionConfig { image_size: 32, patch_size: 8, width: 64, heads: 1, ln_eps: 1e-5 },
-        text: TextConfig { vocab_size: 49408, context_length: 77, width: 64, layers: 2, heads: 1, embed_dim: 32, ln_eps: 1e-5 },
+        vision: VisionConfig {
+            image_size: 32,
+            patch_size: 8,
+            width: 64,
+            heads: 1,
+            ln_eps: 1e-5,
+        },
+        text: TextConfig {
+            vocab_size: 49408,
+            context_length: 77,
+            width: 64,
+            layers: 2,
+            heads: 1,
+            embed_dim: 32,
+            ln_eps: 1e-5,
+        },
         embed_dim: 32,
         layers0: 2,
         layers2: 1,
         layers_mae2: 1,
-        group: GroupConfig { num_centers: 4, cross_layers: 1, cross_heads: 1, conv_groups: 1, gumbel_tau: 0.9 },
-        decoder: DecoderConfig { dim: 32, depth: 1, heads: 2, ln_eps: 1e-6 },
+        group: GroupConfig {
+            num_centers: 4,
+            cross_layers: 1,
+            cross_heads: 1,
+            conv_groups: 1,
+            gumbel_tau: 0.9,
+        },
+        decoder: DecoderConfig {
+            dim: 32,
+            depth: 1,
+            heads: 2,
+            ln_eps: 1e-6,
+        },
         logit_scale_max: 100.0,
     }
 }
 
 /// Eight images: a coloured square on a plain background, captioned by its colour.
 fn dataset(name: &str) -> CaptionDataset {
-    let dir = std::env::temp_dir().join(format!("segclip-train-loop-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("segclip-train-loop-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let colours = [("red", [220u8, 30, 30]), ("green", [30, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 40])];
+    let colours = [
+        ("red", [220u8, 30, 30]),
+        ("green", [30, 200, 40]),
+        ("blue", [30, 40, 220]),
+        ("yellow", [230, 220, 40]),
+    ];
     let mut lines = String::new();
     for i in 0..8 {
         let (name, c) = colours[i % 4];
         let off = (i / 4) as u32 * 6;
         let img = image::RgbImage::from_fn(40, 40, |x, y| {
-            if (8 + off..28 + off).contains(&x) && (10..30).contains(&y) { image::Rgb(c) } else { image::Rgb([120, 120, 120]) }
+            if (8 + off..28 + off).contains(&x) && (10..30).contains(&y) {
+                image::Rgb(c)
+            } else {
+                image::Rgb([120, 120, 120])
+            }
         });
         img.save(dir.join(format!("{i}.png"))).unwrap();
         lines += &format!("{{\"image\": \"{i}.png\", \"caption\": \"a {name} square\"}}\n");
@@ -50,15 +85,33 @@ fn builder() -> BatchBuilder {
         tokenizer: Tokenizer::new(32).unwrap(),
         image_size: 32,
         patch_size: 8,
-        superpixels: Method::Felzenszwalb(FelzenszwalbParams { scale: 32.0, sigma: 0.5, min_size: 16 }),
+        superpixels: Method::Felzenszwalb(FelzenszwalbParams {
+            scale: 32.0,
+            sigma: 0.5,
+            min_size: 16,
+        }),
         cache: None,
         rule: PatchRule::Majority,
     }
 }
 
 fn trainer(steps: usize) -> Trainer {
-    let optim = OptimConfig { lr: 2e-3, lower_lr: 2e-3, total_steps: steps, warmup: 0.1, ..Default::default() };
-    Trainer::new(&tiny(), None, optim, LossWeights::default(), 7, &Device::Cpu).unwrap()
+    let optim = OptimConfig {
+        lr: 2e-3,
+        lower_lr: 2e-3,
+        total_steps: steps,
+        warmup: 0.1,
+        ..Default::default()
+    };
+    Trainer::new(
+        &tiny(),
+        None,
+        optim,
+        LossWeights::default(),
+        7,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Steps `from..to` over the dataset in seeded epoch order, 4 samples a batch.
@@ -91,7 +144,9 @@ fn loss_falls_and_centers_are_used() {
     assert!(last < first * 0.9, "loss did not fall: {first} -> {last}");
     // Assignment of a fresh batch uses more than one center.
     let (samples, _) = ds.load_batch(&[0, 1, 2, 3]);
-    let batch = builder().build(&samples, &mut Rng::new(1), &Device::Cpu).unwrap();
+    let batch = builder()
+        .build(&samples, &mut Rng::new(1), &Device::Cpu)
+        .unwrap();
     let log = t.train_step(&batch).unwrap();
     assert!(log.centers_used > 1, "all patches on one center");
 }
@@ -108,7 +163,10 @@ fn resume_continues_exactly() {
     let path = first.save(&dir, 2, serde_json::json!({})).unwrap();
     // A run killed while writing the next checkpoint leaves a temporary folder, which is ignored.
     std::fs::create_dir_all(dir.join(".checkpoint-00000004.tmp-1")).unwrap();
-    assert_eq!(segclip_train::checkpoint::list(&dir).last().unwrap().1, path);
+    assert_eq!(
+        segclip_train::checkpoint::list(&dir).last().unwrap().1,
+        path
+    );
     let mut resumed = trainer(6);
     resumed.resume(&path).unwrap();
     assert_eq!(resumed.step, 3);

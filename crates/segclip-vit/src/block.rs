@@ -65,6 +65,83 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     Ok(Tensor::cat(&outs, 0)?)
 }
 
+/// Row-major rows of `d` values, `stride` apart.
+#[derive(Clone, Copy)]
+struct Rows {
+    ptr: *const f32,
+    stride: usize,
+}
+
+/// One head: `out = softmax(q kᵀ · scale + mask) v` with two single-threaded GEMMs and a
+/// vectorised softmax on an (nq, nk) buffer.
+///
+/// # Safety
+/// `q` must address nq rows, `k` and `v` nk rows, of `d` readable values each, and `out` nq
+/// rows of `d` writable values `out_stride` apart, none of it written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_head(
+    q: Rows,
+    k: Rows,
+    v: Rows,
+    out: *mut f32,
+    out_stride: usize,
+    (nq, nk, d): (usize, usize, usize),
+    scale: f32,
+    mask: Option<&[f32]>,
+) {
+    let mut s = vec![0f32; nq * nk];
+    gemm::gemm(
+        nq,
+        nk,
+        d,
+        s.as_mut_ptr(),
+        1,
+        nk as isize,
+        false,
+        q.ptr,
+        1,
+        q.stride as isize,
+        k.ptr,
+        k.stride as isize,
+        1,
+        0.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    for (r, row) in s.chunks_mut(nk).enumerate() {
+        if let Some(m) = mask {
+            row.iter_mut()
+                .zip(&m[r * nk..(r + 1) * nk])
+                .for_each(|(x, a)| *x += a);
+        }
+        crate::fastmath::softmax_row(row);
+    }
+    gemm::gemm(
+        nq,
+        d,
+        nk,
+        out,
+        1,
+        out_stride as isize,
+        false,
+        s.as_ptr(),
+        1,
+        nk as isize,
+        v.ptr,
+        1,
+        v.stride as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
 /// A `*mut f32` that may cross threads: the tasks below write disjoint elements.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -114,64 +191,29 @@ fn packed_attention_cpu(
         let (bi, h) = (task / heads, task % heads);
         let base = bi * n * c3 + h * d;
         let (q, k, v) = (&src[base..], &src[base + c..], &src[base + 2 * c..]);
-        let mut s = vec![0f32; n * n];
-        // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; s is (n, n); the output
-        // rows of this (batch, head) are d-wide at stride C, disjoint from every other task's.
+        // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; the output rows of this
+        // (batch, head) are d-wide at stride C, disjoint from every other task's.
         unsafe {
-            gemm::gemm(
-                n,
-                n,
-                d,
-                s.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                q.as_ptr(),
-                1,
-                c3 as isize,
-                k.as_ptr(),
-                c3 as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for (r, row) in s.chunks_mut(n).enumerate() {
-            if let Some(m) = &mv {
-                row.iter_mut()
-                    .zip(&m[r * n..(r + 1) * n])
-                    .for_each(|(x, a)| *x += a);
-            }
-            crate::fastmath::softmax_row(row);
-        }
-        // SAFETY: as above.
-        unsafe {
-            gemm::gemm(
-                n,
-                d,
-                n,
+            one_head(
+                Rows {
+                    ptr: q.as_ptr(),
+                    stride: c3,
+                },
+                Rows {
+                    ptr: k.as_ptr(),
+                    stride: c3,
+                },
+                Rows {
+                    ptr: v.as_ptr(),
+                    stride: c3,
+                },
                 dst.0.add(bi * n * c + h * d),
-                1,
-                c as isize,
-                false,
-                s.as_ptr(),
-                1,
-                n as isize,
-                v.as_ptr(),
-                1,
-                c3 as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+                c,
+                (n, n, d),
+                scale,
+                mv.as_deref(),
+            )
+        };
     });
     drop(storage);
     Ok(Some(Tensor::from_vec(out, (b, n, c), packed.device())?))
@@ -198,64 +240,28 @@ fn attention_cpu(
     let mut out = vec![0f32; b * h * nq * d];
     out.par_chunks_mut(nq * d).enumerate().for_each(|(i, o)| {
         let (qi, ki, vi) = (&qv[i * nq * d..], &kv[i * nk * d..], &vv[i * nk * d..]);
-        let mut s = vec![0f32; nq * nk];
-        // SAFETY: every pointer addresses a live buffer of the stated row-major extent:
-        // s (nq, nk), q_i (nq, d), k_i read as kᵀ (d, nk), v_i (nk, d), o (nq, d).
+        // SAFETY: q_i (nq, d), k_i and v_i (nk, d) and o (nq, d) are live row-major buffers.
         unsafe {
-            gemm::gemm(
-                nq,
-                nk,
-                d,
-                s.as_mut_ptr(),
-                1,
-                nk as isize,
-                false,
-                qi.as_ptr(),
-                1,
-                d as isize,
-                ki.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for (r, row) in s.chunks_mut(nk).enumerate() {
-            if let Some(m) = &mv {
-                row.iter_mut()
-                    .zip(&m[r * nk..(r + 1) * nk])
-                    .for_each(|(x, a)| *x += a);
-            }
-            crate::fastmath::softmax_row(row);
-        }
-        // SAFETY: as above.
-        unsafe {
-            gemm::gemm(
-                nq,
-                d,
-                nk,
+            one_head(
+                Rows {
+                    ptr: qi.as_ptr(),
+                    stride: d,
+                },
+                Rows {
+                    ptr: ki.as_ptr(),
+                    stride: d,
+                },
+                Rows {
+                    ptr: vi.as_ptr(),
+                    stride: d,
+                },
                 o.as_mut_ptr(),
-                1,
-                d as isize,
-                false,
-                s.as_ptr(),
-                1,
-                nk as isize,
-                vi.as_ptr(),
-                1,
-                d as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+                d,
+                (nq, nk, d),
+                scale,
+                mv.as_deref(),
+            )
+        };
     });
     Ok(Tensor::from_vec(out, (b, h, nq, d), q.device())?)
 }

@@ -23,7 +23,11 @@ impl LayerNorm {
 
     /// `weight` and `bias` of width `size` under `vb`.
     pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
-        Ok(Self::new(vb.get(size, "weight")?, vb.get(size, "bias")?, eps))
+        Ok(Self::new(
+            vb.get(size, "weight")?,
+            vb.get(size, "bias")?,
+            eps,
+        ))
     }
 }
 
@@ -36,7 +40,9 @@ impl Module for LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -51,10 +57,19 @@ mod tests {
         let x = Tensor::new(&[[1f32, 2., 4.], [-1., 0., 5.]], &dev).unwrap();
         let w = Var::new(&[1f32, 0.5, 2.], &dev).unwrap();
         let b = Tensor::new(&[0f32, 1., -1.], &dev).unwrap();
-        let fused = LayerNorm::new(w.as_tensor().detach(), b.clone(), 1e-5).forward(&x).unwrap();
+        let fused = LayerNorm::new(w.as_tensor().detach(), b.clone(), 1e-5)
+            .forward(&x)
+            .unwrap();
         let ln = LayerNorm::new(w.as_tensor().clone(), b, 1e-5);
         let comp = ln.forward(&x).unwrap();
-        let d = (&fused - &comp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (&fused - &comp)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5, "{d}");
         let g = comp.sum_all().unwrap().backward().unwrap();
         assert!(g.get(w.as_tensor()).is_some());

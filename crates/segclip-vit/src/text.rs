@@ -10,9 +10,9 @@
 //! [`TextTransformer::encode`] runs only up to the longest prompt's end token, which gives the
 //! same embedding as the full 77-token run for a fraction of the work.
 
+use crate::norm::LayerNorm;
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{embedding, Embedding, VarBuilder};
-use crate::norm::LayerNorm;
 
 use crate::block::{blocks, causal_mask, ln, ResidualBlock};
 use crate::{Error, Result, TextConfig, Trace};

@@ -4,9 +4,9 @@
 //! the class token, the positional table (bicubically resampled when the patch grid is not the
 //! training grid) and `ln_pre`. Head: `ln_post`, then `x @ proj`.
 
+use crate::norm::LayerNorm;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use crate::norm::LayerNorm;
 
 use crate::block::ln;
 use crate::interpolate::bicubic_hwc;
@@ -126,5 +126,8 @@ impl Module for VisionHead {
 pub fn patchify_pqc(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (gh, gw) = (h / p, w / p);
-    x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 3, 5, 1))?.contiguous()?.reshape((b, gh * gw, p * p * c))
+    x.reshape((b, c, gh, p, gw, p))?
+        .permute((0, 2, 4, 3, 5, 1))?
+        .contiguous()?
+        .reshape((b, gh * gw, p * p * c))
 }

@@ -27,7 +27,11 @@ use crate::transforms::Rng;
 pub enum ImageRef {
     File(PathBuf),
     /// `len` bytes at `offset` of a tar shard.
-    TarMember { shard: Arc<PathBuf>, offset: u64, len: u64 },
+    TarMember {
+        shard: Arc<PathBuf>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// One (image, caption) pair.
@@ -67,8 +71,14 @@ impl CaptionDataset {
             let mut captions: std::collections::HashMap<String, String> = Default::default();
             for entry in ar.entries().map_err(|e| file_err(shard, e))? {
                 let mut entry = entry.map_err(|e| file_err(shard, format!("corrupt tar: {e}")))?;
-                let path = entry.path().map_err(|e| file_err(shard, e))?.to_string_lossy().to_string();
-                let Some((key, ext)) = path.rsplit_once('.') else { continue };
+                let path = entry
+                    .path()
+                    .map_err(|e| file_err(shard, e))?
+                    .to_string_lossy()
+                    .to_string();
+                let Some((key, ext)) = path.rsplit_once('.') else {
+                    continue;
+                };
                 let ext = ext.to_ascii_lowercase();
                 if IMAGE_EXTS.contains(&ext.as_str()) {
                     images.insert(key.to_string(), (entry.raw_file_position(), entry.size()));
@@ -82,9 +92,19 @@ impl CaptionDataset {
             for (key, (offset, len)) in images {
                 if let Some(caption) = captions.remove(&key) {
                     records.push(CaptionRecord {
-                        key: format!("{}/{key}", shard.file_name().and_then(|n| n.to_str()).unwrap_or("shard")),
+                        key: format!(
+                            "{}/{key}",
+                            shard
+                                .file_name()
+                                .and_then(|n| n.to_str())
+                                .unwrap_or("shard")
+                        ),
                         caption,
-                        image: ImageRef::TarMember { shard: shard_rc.clone(), offset, len },
+                        image: ImageRef::TarMember {
+                            shard: shard_rc.clone(),
+                            offset,
+                            len,
+                        },
                     });
                 }
             }
@@ -101,7 +121,11 @@ impl CaptionDataset {
             .collect();
         shards.sort();
         if shards.is_empty() {
-            return Err(Error::Layout { dataset: "WebDataset".into(), what: "at least one .tar shard".into(), path: dir.display().to_string() });
+            return Err(Error::Layout {
+                dataset: "WebDataset".into(),
+                what: "at least one .tar shard".into(),
+                path: dir.display().to_string(),
+            });
         }
         Self::webdataset(&shards)
     }
@@ -115,10 +139,17 @@ impl CaptionDataset {
                 continue;
             }
             let Some((caption, image)) = line.split_once('\t') else {
-                return Err(file_err(path, format!("line {}: expected caption<TAB>image", n + 1)));
+                return Err(file_err(
+                    path,
+                    format!("line {}: expected caption<TAB>image", n + 1),
+                ));
             };
             let image = image.trim();
-            records.push(CaptionRecord { key: image.to_string(), caption: caption.trim().to_string(), image: ImageRef::File(image_root.join(image)) });
+            records.push(CaptionRecord {
+                key: image.to_string(),
+                caption: caption.trim().to_string(),
+                image: ImageRef::File(image_root.join(image)),
+            });
         }
         Ok(Self { records })
     }
@@ -128,16 +159,25 @@ impl CaptionDataset {
     pub fn coco_karpathy(json: &Path, image_root: &Path, split: &str) -> Result<Self> {
         let text = std::fs::read_to_string(json).map_err(|e| file_err(json, e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_err(json, e))?;
-        let images = v["images"].as_array().ok_or_else(|| file_err(json, "no `images` array: not a Karpathy dataset_coco.json"))?;
+        let images = v["images"]
+            .as_array()
+            .ok_or_else(|| file_err(json, "no `images` array: not a Karpathy dataset_coco.json"))?;
         let mut records = Vec::new();
         for img in images {
             if img["split"].as_str() != Some(split) {
                 continue;
             }
-            let (Some(dir), Some(name)) = (img["filepath"].as_str(), img["filename"].as_str()) else { continue };
+            let (Some(dir), Some(name)) = (img["filepath"].as_str(), img["filename"].as_str())
+            else {
+                continue;
+            };
             for s in img["sentences"].as_array().into_iter().flatten() {
                 if let Some(raw) = s["raw"].as_str() {
-                    records.push(CaptionRecord { key: format!("{dir}/{name}"), caption: raw.trim().to_string(), image: ImageRef::File(image_root.join(dir).join(name)) });
+                    records.push(CaptionRecord {
+                        key: format!("{dir}/{name}"),
+                        caption: raw.trim().to_string(),
+                        image: ImageRef::File(image_root.join(dir).join(name)),
+                    });
                 }
             }
         }
@@ -153,11 +193,19 @@ impl CaptionDataset {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| file_err(path, format!("line {}: {e}", n + 1)))?;
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| file_err(path, format!("line {}: {e}", n + 1)))?;
             let (Some(image), Some(caption)) = (v["image"].as_str(), v["caption"].as_str()) else {
-                return Err(file_err(path, format!("line {}: needs \"image\" and \"caption\" strings", n + 1)));
+                return Err(file_err(
+                    path,
+                    format!("line {}: needs \"image\" and \"caption\" strings", n + 1),
+                ));
             };
-            records.push(CaptionRecord { key: image.to_string(), caption: caption.to_string(), image: ImageRef::File(base.join(image)) });
+            records.push(CaptionRecord {
+                key: image.to_string(),
+                caption: caption.to_string(),
+                image: ImageRef::File(base.join(image)),
+            });
         }
         Ok(Self { records })
     }
@@ -194,7 +242,11 @@ impl CaptionDataset {
             .map(|&i| {
                 let r = &self.records[i];
                 let image = decode(&r.image).ok()?;
-                Some(CaptionSample { key: r.key.clone(), caption: r.caption.clone(), image })
+                Some(CaptionSample {
+                    key: r.key.clone(),
+                    caption: r.caption.clone(),
+                    image,
+                })
             })
             .collect();
         let skipped = loaded.iter().filter(|s| s.is_none()).count();
@@ -205,16 +257,28 @@ impl CaptionDataset {
 /// Read and decode one image as RGB8.
 pub fn decode(r: &ImageRef) -> Result<RgbImage> {
     let (bytes, name) = match r {
-        ImageRef::File(p) => (std::fs::read(p).map_err(|e| file_err(p, e))?, p.display().to_string()),
+        ImageRef::File(p) => (
+            std::fs::read(p).map_err(|e| file_err(p, e))?,
+            p.display().to_string(),
+        ),
         ImageRef::TarMember { shard, offset, len } => {
             let mut f = std::fs::File::open(shard.as_ref()).map_err(|e| file_err(shard, e))?;
-            f.seek(SeekFrom::Start(*offset)).map_err(|e| file_err(shard, e))?;
+            f.seek(SeekFrom::Start(*offset))
+                .map_err(|e| file_err(shard, e))?;
             let mut b = vec![0u8; *len as usize];
             f.read_exact(&mut b).map_err(|e| file_err(shard, e))?;
             (b, format!("{}@{offset}", shard.display()))
         }
     };
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image { path: name.clone(), reason: e.to_string() })?.into_rgb8();
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::Image {
+            path: name.clone(),
+            reason: e.to_string(),
+        })?
+        .into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
-    RgbImage::new(w, h, img.into_raw()).map_err(|e| Error::Image { path: name, reason: e.to_string() })
+    RgbImage::new(w, h, img.into_raw()).map_err(|e| Error::Image {
+        path: name,
+        reason: e.to_string(),
+    })
 }

@@ -88,12 +88,16 @@ pub const FULL: &[&str] = &[
     "a tattoo of the {}.",
 ];
 
+/// The bare class name (the official `identity` set).
+pub const IDENTITY: &[&str] = &["{}"];
+
 /// Which templates to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Templates {
     #[default]
     Simple,
     Full,
+    Identity,
 }
 
 impl Templates {
@@ -104,6 +108,7 @@ impl Templates {
         match self {
             Templates::Simple => SIMPLE,
             Templates::Full => FULL,
+            Templates::Identity => IDENTITY,
         }
     }
 

@@ -1,0 +1,32 @@
+//! The README's first command: the embedded default model segments a bundled sample offline.
+
+use segclip::group::zeroshot::ClassList;
+use segclip::pipeline::Segmenter;
+
+#[test]
+fn embedded_default_segments_a_sample() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut s = Segmenter::load(
+        &format!("{root}/datasets/default/segclip-synth.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(s.model.config().vision.image_size, 112);
+    let classes =
+        ClassList::parse_arg(&segclip::data::synth::class_names()[1..].join(",")).unwrap();
+    let out = std::env::temp_dir().join(format!("segclip-default-{}", std::process::id()));
+    let (seg, files) = s
+        .segment_file(
+            format!("{root}/datasets/samples/synth-scene-0.png").as_ref(),
+            &classes,
+            &out,
+            segclip::io::DEFAULT_MAX_PIXELS,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert_eq!((seg.width, seg.height), (112, 112));
+    assert!((seg.fractions().iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(files.overlay.exists() && files.labels.exists() && files.json.exists());
+    std::fs::remove_dir_all(out).ok();
+}
