@@ -208,3 +208,29 @@ pub fn exit_with(err: anyhow::Error) -> ! {
     eprintln!("error: {err:#}");
     std::process::exit(1)
 }
+
+/// The device named `spec`: `cpu`, `cuda` / `cuda:N` or `metal` / `metal:N`. CUDA and Metal
+/// need the binary built with the `cuda` or `metal` feature.
+pub fn device(spec: &str) -> Result<Device> {
+    let (kind, ordinal) = match spec.split_once(':') {
+        Some((k, n)) => (
+            k,
+            n.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("device `{spec}`: `{n}` is not a device number"))?,
+        ),
+        None => (spec, 0),
+    };
+    let built = |feature: &str, r: candle_core::Result<Device>| {
+        r.map_err(|e| {
+            anyhow::anyhow!(
+                "device `{spec}` is not available ({e}); build with `--features {feature}` on a machine that has one"
+            )
+        })
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => built("cuda", Device::new_cuda(ordinal)),
+        "metal" => built("metal", Device::new_metal(ordinal)),
+        _ => anyhow::bail!("device `{spec}` is not cpu, cuda[:N] or metal[:N]"),
+    }
+}

@@ -4,9 +4,16 @@
 
 use std::process::Command;
 
-#[test]
-fn train_writes_log_and_checkpoints_and_resumes() {
-    let dir = std::env::temp_dir().join(format!("segclip-train-cli-{}", std::process::id()));
+fn segclip(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A folder with 8 captioned images, one missing image, and a tiny model configuration.
+fn setup(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("segclip-train-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let mut lines = String::new();
@@ -38,6 +45,12 @@ fn train_writes_log_and_checkpoints_and_resumes() {
         "logit_scale_max": 100.0
     });
     std::fs::write(dir.join("model.json"), model.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn train_writes_log_and_checkpoints_and_resumes() {
+    let dir = setup("resume");
     let toml = |epochs: usize| {
         format!(
             "output = \"{out}\"\n[data]\nformat = \"jsonl\"\npath = \"{data}\"\n[model]\nconfig = \"{model}\"\n\
@@ -115,5 +128,69 @@ fn train_writes_log_and_checkpoints_and_resumes() {
         })
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn accumulation_and_periodic_evaluation() {
+    let dir = setup("accum");
+    let toml = format!(
+        "output = \"{out}\"\n[data]\nformat = \"jsonl\"\npath = \"{data}\"\n[model]\nconfig = \"{model}\"\n\
+         [optim]\nepochs = 1\n[train]\nbatch = 4\naccumulation = 2\n\
+         [superpixels]\nscale = 32.0\nsigma = 0.5\nmin_size = 16\n\
+         [eval]\nevery = 1\ndataset = \"synth\"\ncount = 2\nsize = 32\n",
+        out = dir.join("run").display(),
+        data = dir.join("data/pairs.jsonl").display(),
+        model = dir.join("model.json").display()
+    );
+    let cfg = dir.join("train.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = segclip(&["train", "--config", cfg.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("zero-shot mIoU")
+            || stderr.contains("zero-shot mIoU"),
+        "no evaluation line printed"
+    );
+    let log = std::fs::read_to_string(dir.join("run/log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 9 samples / batch 4 = 2 steps, each followed by its evaluation.
+    assert_eq!(lines.len(), 4, "{log}");
+    for (i, l) in lines.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(l["contrastive"].as_f64().unwrap().is_finite());
+        } else {
+            let e = &l["eval"];
+            assert_eq!(e["images"], 2);
+            let m = e["miou"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&m), "{m}");
+            assert!(e["miou_held_out"].is_number() || e["miou_held_out"].is_null());
+        }
+    }
+    // A batch that does not split into the micro-batches is refused before training.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("batch = 4", "batch = 5"),
+    )
+    .unwrap();
+    let out = segclip(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("train.accumulation"));
+    // Several processes need the NCCL build.
+    let out = segclip(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--world-size",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nccl"));
     std::fs::remove_dir_all(dir).ok();
 }

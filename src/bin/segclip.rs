@@ -17,6 +17,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where `segment`, `eval` and `train` compute: cpu, cuda[:N] (built with `--features
+    /// cuda`) or metal[:N] (`--features metal`).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -48,13 +52,7 @@ enum Command {
     /// Compute superpixels of an image and write the label map as a 16-bit PNG.
     Superpixels(SuperpixelArgs),
     /// Train SegCLIP from a TOML configuration (see docs/training.md).
-    Train {
-        #[arg(long)]
-        config: PathBuf,
-        /// Continue from the latest checkpoint in the output folder.
-        #[arg(long)]
-        resume: bool,
-    },
+    Train(TrainArgs),
     /// Write synthetic captioned scenes: images, captions (pairs.jsonl) and label maps in the
     /// VOC layout (see datasets/synth/README.md).
     Synth {
@@ -209,8 +207,39 @@ fn run_superpixels(a: SuperpixelArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
+/// This process's communicator: one process, or one rank of an NCCL group.
+fn communicator(a: &TrainArgs) -> Result<Box<dyn segclip::train::Communicator>> {
+    if a.world_size <= 1 {
+        return Ok(Box::new(segclip::train::SingleProcess));
+    }
+    anyhow::ensure!(
+        a.rank < a.world_size,
+        "--rank {} is not below --world-size {}",
+        a.rank,
+        a.world_size
+    );
+    #[cfg(feature = "nccl")]
+    {
+        use segclip::train::comm::{Nccl, NcclId};
+        let path = a
+            .nccl_id
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--nccl-id FILE is required with --world-size > 1"))?;
+        let id = if a.rank == 0 {
+            NcclId::create(path)?
+        } else {
+            NcclId::read(path, std::time::Duration::from_secs(300))?
+        };
+        Ok(Box::new(Nccl::new(id, a.rank, a.rank, a.world_size)?))
+    }
+    #[cfg(not(feature = "nccl"))]
+    anyhow::bail!("--world-size > 1 needs a binary built with `--features nccl,cuda`")
+}
+
+fn run_train(a: &TrainArgs, device: &candle_core::Device) -> Result<()> {
     use anyhow::Context;
+    let (config, resume) = (a.config.as_path(), a.resume);
+    let comm = communicator(a)?;
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let cfg = segclip::train::TrainConfig::from_toml(&text)
@@ -228,7 +257,20 @@ fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
         .progress_chars("=> "),
     );
     let start = std::time::Instant::now();
-    segclip::train::run::train(&cfg, resume, &candle_core::Device::Cpu, &mut |p| {
+    segclip::train::run::train(&cfg, resume, device, comm.as_ref(), &mut |p| {
+        if let Some(r) = p.eval {
+            let split = r.seen_held_out.map_or(String::new(), |(s, h)| {
+                format!(" (seen {:.2}, held-out {:.2})", s * 100.0, h * 100.0)
+            });
+            bar.suspend(|| {
+                println!(
+                    "step {}: zero-shot mIoU {:.2}{split} on {} images",
+                    p.log.step,
+                    r.miou() * 100.0,
+                    r.images
+                )
+            });
+        }
         bar.set_length(p.total_steps as u64);
         bar.set_position(p.log.step as u64);
         let l = p.log;
@@ -254,6 +296,24 @@ fn run_train(config: &std::path::Path, resume: bool) -> Result<()> {
         cfg.output.display()
     );
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from the latest checkpoint in the output folder.
+    #[arg(long)]
+    resume: bool,
+    /// Data-parallel training over NCCL (built with `--features nccl`): the number of
+    /// processes, one per GPU, each started with its own --rank (docs/training.md).
+    #[arg(long, default_value_t = 1)]
+    world_size: usize,
+    #[arg(long, default_value_t = 0)]
+    rank: usize,
+    /// A file path every rank can see: rank 0 writes the NCCL id there, the others read it.
+    #[arg(long)]
+    nccl_id: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -290,88 +350,53 @@ struct EvalArgs {
     out: PathBuf,
 }
 
-fn run_eval(a: EvalArgs) -> Result<()> {
-    use segclip::data::datasets::{SegDataset, SegKind};
-    use segclip::train::eval::{evaluate, EvalSource, SynthSource};
-    let device = candle_core::Device::Cpu;
-    let model = segclip::group::SegClip::load(&a.weights, &device)?;
-    let root = || {
-        a.root
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--root is required for --dataset {}", a.dataset))
+fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
+    let model = segclip::group::SegClip::load(&a.weights, device)?;
+    let spec = segclip::train::eval::EvalSpec {
+        every: 0,
+        dataset: a.dataset.clone(),
+        root: a.root.clone(),
+        split: a.split.clone(),
+        limit: a.limit,
+        seed: a.seed,
+        count: a.count,
+        size: a.size,
+        bg_thresh: a.bg_thresh,
+        templates: a.templates.clone(),
+        crop: a.crop,
     };
-    let (source, kind): (Box<dyn EvalSource>, SegKind) = match a.dataset.as_str() {
-        "voc" => (Box::new(SegDataset::voc(&root()?, &a.split)?), SegKind::Voc),
-        "context" => (
-            Box::new(SegDataset::context(&root()?, &a.split)?),
-            SegKind::Context,
-        ),
-        "coco" => (
-            Box::new(SegDataset::coco_object(&root()?, &a.split)?),
-            SegKind::CocoObject,
-        ),
-        "folder" => (
-            Box::new(SegDataset::folder(&root()?, &a.split)?),
-            SegKind::Folder,
-        ),
-        _ => (
-            Box::new(SynthSource {
-                seed: a.seed,
-                count: a.count,
-                size: a.size,
-            }),
-            SegKind::Folder,
-        ),
-    };
-    let mut opts = segclip::group::zeroshot::SegmentOptions::default();
-    let side = a.crop.unwrap_or(model.config().vision.image_size);
-    (opts.crop, opts.stride, opts.short_side) = (side, side, side);
-    opts.decode.bg_thresh = Some(a.bg_thresh.unwrap_or(kind.bg_thresh()));
-    let templates = match a.templates.as_str() {
-        "full" => segclip::group::zeroshot::Templates::Full,
-        "identity" => segclip::group::zeroshot::Templates::Identity,
-        _ => Default::default(),
-    };
-    let n = a.limit.map_or(source.len(), |l| l.min(source.len()));
-    let bar = indicatif::ProgressBar::new(n as u64);
-    let acc = evaluate(
-        &model,
-        source.as_ref(),
-        &opts,
-        templates,
-        a.limit,
-        &mut |i, _| bar.set_position(i as u64),
-    )?;
+    let bar = indicatif::ProgressBar::new(0);
+    let report = spec.run(&model, &mut |i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64)
+    })?;
     bar.finish_and_clear();
-    let names = source.classes();
-    let iou = acc.iou();
+    let iou = report.acc.iou();
     let mut csv = String::from("class,iou,intersection,union\n");
-    for (c, name) in names.iter().enumerate() {
+    for (c, name) in report.classes.iter().enumerate() {
         let v = iou[c].map_or("-".to_string(), |x| format!("{:.2}", x * 100.0));
         println!("{c:>3} {name:<24} {v:>7}");
         csv += &format!(
             "{name},{},{},{}\n",
             iou[c].map_or(String::new(), |x| x.to_string()),
-            acc.intersect[c],
-            acc.union[c]
+            report.acc.intersect[c],
+            report.acc.union[c]
         );
     }
-    let mut summary = serde_json::json!({
-        "dataset": a.dataset, "images": n, "weights": a.weights, "miou": acc.miou(),
-        "bg_thresh": opts.decode.bg_thresh, "per_class": names.iter().zip(&iou).map(|(n, v)| serde_json::json!({"class": n, "iou": v})).collect::<Vec<_>>(),
-    });
-    println!("mIoU {:.2} over {n} images", acc.miou() * 100.0);
-    if a.dataset == "synth" {
-        use segclip::data::synth::is_held_out;
-        let seen = acc.miou_of(|c| !is_held_out(c));
-        let held = acc.miou_of(is_held_out);
+    let mut summary = report.json();
+    summary["dataset"] = a.dataset.clone().into();
+    summary["weights"] = a.weights.clone().into();
+    println!(
+        "mIoU {:.2} over {} images",
+        report.miou() * 100.0,
+        report.images
+    );
+    if let Some((seen, held)) = report.seen_held_out {
         println!(
             "seen classes (with background) mIoU {:.2}; held-out combinations mIoU {:.2}",
             seen * 100.0,
             held * 100.0
         );
-        summary["miou_seen"] = seen.into();
-        summary["miou_held_out"] = held.into();
     }
     std::fs::create_dir_all(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
@@ -394,12 +419,11 @@ fn run_eval(a: EvalArgs) -> Result<()> {
 }
 
 /// Run `segment`: shared by the command and `examples/zero_shot.rs`.
-fn run_segment(a: SegmentArgs) -> Result<()> {
+fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
     use segclip::pipeline::{read_classes, Segmenter};
     let classes = read_classes(a.classes.as_deref(), a.classes_file.as_deref())?;
     let weights = a.weights.ok_or_else(segclip::pipeline::no_weights_error)?;
-    let device = candle_core::Device::Cpu;
-    let mut seg = Segmenter::load(&weights, &device)?;
+    let mut seg = Segmenter::load(&weights, device)?;
     seg.templates = if a.templates == "full" {
         segclip::group::zeroshot::Templates::Full
     } else {
@@ -464,6 +488,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let device = |spec: &str| segclip::pipeline::device(spec);
     match cli.command {
         Command::Parity { dir } => {
             let report = segclip::parity::run(&dir)?;
@@ -472,10 +497,18 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("parity failed for {}", dir.display());
             }
         }
-        Command::Segment(a) => run_segment(a)?,
+        Command::Segment(a) => run_segment(a, &device(&cli.device)?)?,
         Command::Superpixels(a) => run_superpixels(a)?,
-        Command::Train { config, resume } => run_train(&config, resume)?,
-        Command::Eval(a) => run_eval(a)?,
+        Command::Train(a) => {
+            // NCCL ranks default to GPU `rank`.
+            let spec = if cli.device == "cuda" && a.world_size > 1 {
+                format!("cuda:{}", a.rank)
+            } else {
+                cli.device.clone()
+            };
+            run_train(&a, &device(&spec)?)?
+        }
+        Command::Eval(a) => run_eval(a, &device(&cli.device)?)?,
         Command::Export { weights, out, half } => {
             let device = candle_core::Device::Cpu;
             let sd = segclip::vit::StateDict::load(&weights, 10, &device)?;

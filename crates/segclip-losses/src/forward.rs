@@ -41,6 +41,25 @@ pub struct Batch {
     pub image_seg: Tensor,
 }
 
+impl Batch {
+    /// Samples `start .. start + len`.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            input_ids: self.input_ids.narrow(0, start, len)?,
+            pixels: self.pixels.narrow(0, start, len)?,
+            image_seg: self.image_seg.narrow(0, start, len)?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.pixels.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The randomness of one step, injected so that runs are reproducible and testable.
 #[derive(Debug, Clone)]
 pub struct Noise {
@@ -55,6 +74,20 @@ pub struct Noise {
     pub gumbel_masked: Tensor,
 }
 
+impl Noise {
+    /// The noise of samples `start .. start + len`.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        let n = |t: &Tensor| t.narrow(0, start, len);
+        Ok(Self {
+            gumbel_plain: n(&self.gumbel_plain)?,
+            ids_keep: n(&self.ids_keep)?,
+            ids_restore: n(&self.ids_restore)?,
+            mask: n(&self.mask)?,
+            gumbel_masked: n(&self.gumbel_masked)?,
+        })
+    }
+}
+
 /// The loss terms (0-d tensors; a switched-off term is 0).
 #[derive(Debug, Clone)]
 pub struct Losses {
@@ -62,6 +95,19 @@ pub struct Losses {
     pub kl: Tensor,
     pub mae: Tensor,
     pub total: Tensor,
+    /// Hard assignment of the plain pass (B, L, N).
+    pub hard: Tensor,
+}
+
+/// The batch-local part of a training forward ([`TrainingModel::parts`]).
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// Text embeddings (B, D) and image embeddings (B, D), not normalised.
+    pub text_emb: Tensor,
+    pub image_emb: Tensor,
+    /// Superpixel KL and masked reconstruction losses of this batch (0-d).
+    pub kl: Tensor,
+    pub mae: Tensor,
     /// Hard assignment of the plain pass (B, L, N).
     pub hard: Tensor,
 }
@@ -84,13 +130,16 @@ impl TrainingModel {
         })
     }
 
-    pub fn forward(
+    /// Everything of one training forward but the contrastive loss, which couples the batch:
+    /// the text and image embeddings (not normalised) and the per-sample superpixel-KL and
+    /// reconstruction losses (0 where their weight is 0, and then not computed).
+    pub fn parts(
         &self,
         batch: &Batch,
         noise: &Noise,
         w: &LossWeights,
         mut trace: Option<&mut Trace>,
-    ) -> Result<Losses> {
+    ) -> Result<Parts> {
         let dev = batch.pixels.device();
         let zero = Tensor::zeros((), candle_core::DType::F32, dev)?;
         let m = &self.model;
@@ -100,23 +149,12 @@ impl TrainingModel {
             Some(&noise.gumbel_plain),
             trace.as_deref_mut(),
         )?;
-        let (l_con, t2v) = contrastive(
-            &text_emb,
-            &vis.image_emb,
-            &m.logit_scale,
-            m.config().logit_scale_max,
-        )?;
-        let l_con = if w.contrastive != 0.0 {
-            l_con
-        } else {
-            zero.clone()
-        };
-        let l_kl = if w.kl != 0.0 {
+        let kl = if w.kl != 0.0 {
             superpixel_kl(&vis.hard, &batch.image_seg)?
         } else {
             zero.clone()
         };
-        let l_mae = if w.mae != 0.0 {
+        let mae = if w.mae != 0.0 {
             let out = self.masked.forward(
                 &m.visual,
                 &batch.pixels,
@@ -133,12 +171,43 @@ impl TrainingModel {
             }
             masked_mse(&pred, &target, &noise.mask)?
         } else {
-            zero.clone()
+            zero
         };
+        Ok(Parts {
+            text_emb,
+            image_emb: vis.image_emb,
+            kl,
+            mae,
+            hard: vis.hard,
+        })
+    }
+
+    /// The whole training forward: [`Self::parts`] and the contrastive loss over the batch.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        noise: &Noise,
+        w: &LossWeights,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Losses> {
+        let p = self.parts(batch, noise, w, trace.as_deref_mut())?;
+        let m = &self.model;
+        let (l_con, t2v) = contrastive(
+            &p.text_emb,
+            &p.image_emb,
+            &m.logit_scale,
+            m.config().logit_scale_max,
+        )?;
+        let l_con = if w.contrastive != 0.0 {
+            l_con
+        } else {
+            l_con.zeros_like()?
+        };
+        let (text_emb, l_kl, l_mae) = (&p.text_emb, p.kl, p.mae);
         let total = (((&l_con * w.contrastive)? + (&l_kl * w.kl)?)? + (&l_mae * w.mae)?)?;
         if let Some(t) = trace.as_deref_mut() {
-            t.record("train.text_emb", &text_emb);
-            t.record("train.image_emb", &vis.image_emb);
+            t.record("train.text_emb", text_emb);
+            t.record("train.image_emb", &p.image_emb);
             t.record("train.logits_t2v", &t2v);
             t.record("loss.contrastive", &l_con);
             t.record("loss.kl", &l_kl);
@@ -150,7 +219,7 @@ impl TrainingModel {
             kl: l_kl,
             mae: l_mae,
             total,
-            hard: vis.hard,
+            hard: p.hard,
         })
     }
 }

@@ -13,4 +13,4 @@ pub mod parity;
 
 pub use decoder::MaeDecoder;
 pub use error::{Error, Result};
-pub use forward::{Batch, LossWeights, Losses, Noise, TrainingModel};
+pub use forward::{Batch, LossWeights, Losses, Noise, Parts, TrainingModel};

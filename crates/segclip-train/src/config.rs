@@ -25,6 +25,9 @@ pub struct TrainConfig {
     pub train: TrainSection,
     #[serde(default)]
     pub superpixels: SuperpixelSection,
+    /// Periodic zero-shot evaluation (off unless `every` > 0).
+    #[serde(default)]
+    pub eval: crate::eval::EvalSpec,
 }
 
 fn default_seed() -> u64 {
@@ -106,8 +109,10 @@ impl Default for OptimSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
+    /// Samples per step on each worker (the contrastive loss sees batch × workers).
     pub batch: usize,
-    /// Gradient accumulation steps (must be 1 for now: see docs/training.md).
+    /// Micro-batches the batch is split into, to bound memory: the step and its result are the
+    /// same whatever this is (cached-embedding accumulation, see docs/training.md).
     pub accumulation: usize,
     /// Worker threads (0 = all cores).
     pub threads: usize,
@@ -184,8 +189,14 @@ impl TrainConfig {
                 "train.batch must be at least 2: the contrastive loss needs negatives".into(),
             );
         }
-        if self.train.accumulation != 1 {
-            return bad("train.accumulation > 1 is not supported yet (the contrastive loss couples the batch; see docs/training.md)".into());
+        if self.train.accumulation == 0 || self.train.batch % self.train.accumulation != 0 {
+            return bad(format!(
+                "train.batch {} must split into train.accumulation = {} equal micro-batches",
+                self.train.batch, self.train.accumulation
+            ));
+        }
+        if self.eval.every > 0 {
+            self.eval.validate()?;
         }
         if !["felzenszwalb", "slic"].contains(&self.superpixels.method.as_str()) {
             return bad(format!(
@@ -227,6 +238,14 @@ mod tests {
             (
                 "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatchsize = 4\n",
                 "batchsize",
+            ),
+            (
+                "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatch = 6\naccumulation = 4\n",
+                "accumulation",
+            ),
+            (
+                "[data]\nformat = \"jsonl\"\npath = \"x\"\n[eval]\nevery = 5\ndataset = \"voc\"\n",
+                "root",
             ),
         ] {
             let e = TrainConfig::from_toml(text).unwrap_err().to_string();

@@ -3,7 +3,9 @@
 //! out of the mean), then IoU per class and mIoU.
 
 use segclip_data::datasets::captions::{decode, ImageRef};
-use segclip_data::datasets::SegDataset;
+use std::path::PathBuf;
+
+use segclip_data::datasets::{SegDataset, SegKind};
 use segclip_group::zeroshot::{
     segment, ClassList, RgbImage, SegmentOptions, Templates, TextClassifier,
 };
@@ -157,6 +159,176 @@ pub fn evaluate(
         progress(i + 1, n);
     }
     Ok(acc)
+}
+
+/// What to evaluate on and how: the `[eval]` section of a training configuration (`every` >
+/// 0 turns the periodic evaluation on) and the options of `segclip eval`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSpec {
+    /// During training: evaluate every this many steps (0 = never).
+    pub every: usize,
+    /// `voc`, `context`, `coco` (COCO-Object), `folder` (VOC layout with classes.txt) or
+    /// `synth` (fresh synthetic test scenes).
+    pub dataset: String,
+    /// Dataset root, for all but `synth`.
+    pub root: Option<PathBuf>,
+    pub split: String,
+    pub limit: Option<usize>,
+    /// Synthetic scenes: stream seed, count and side.
+    pub seed: u64,
+    pub count: usize,
+    pub size: usize,
+    /// Background threshold (default: the dataset's official value).
+    pub bg_thresh: Option<f32>,
+    /// `simple`, `full` (80 templates) or `identity`.
+    pub templates: String,
+    /// Crop, stride and short side (default: the model's image size).
+    pub crop: Option<usize>,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            dataset: "synth".into(),
+            root: None,
+            split: "val".into(),
+            limit: None,
+            seed: 1000,
+            count: 200,
+            size: 112,
+            bg_thresh: None,
+            templates: "simple".into(),
+            crop: None,
+        }
+    }
+}
+
+/// The result of [`EvalSpec::run`].
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    pub classes: Vec<String>,
+    pub acc: IouAccumulator,
+    pub images: usize,
+    pub bg_thresh: f32,
+    /// Synthetic scenes: mIoU of the seen classes (with background) and of the held-out
+    /// combinations.
+    pub seen_held_out: Option<(f64, f64)>,
+}
+
+impl EvalReport {
+    pub fn miou(&self) -> f64 {
+        self.acc.miou()
+    }
+
+    /// A JSON summary: mIoU, per-class IoU, and for synthetic scenes seen / held-out mIoU.
+    pub fn json(&self) -> serde_json::Value {
+        let iou = self.acc.iou();
+        let mut v = serde_json::json!({
+            "images": self.images,
+            "miou": self.miou(),
+            "bg_thresh": self.bg_thresh,
+            "per_class": self.classes.iter().zip(&iou)
+                .map(|(n, v)| serde_json::json!({"class": n, "iou": v}))
+                .collect::<Vec<_>>(),
+        });
+        if let Some((seen, held)) = self.seen_held_out {
+            v["miou_seen"] = seen.into();
+            v["miou_held_out"] = held.into();
+        }
+        v
+    }
+}
+
+impl EvalSpec {
+    pub fn validate(&self) -> Result<()> {
+        let ok = ["voc", "context", "coco", "folder", "synth"];
+        if !ok.contains(&self.dataset.as_str()) {
+            return Err(Error::Config(format!(
+                "eval dataset `{}` is not one of {}",
+                self.dataset,
+                ok.join(", ")
+            )));
+        }
+        if self.dataset != "synth" && self.root.is_none() {
+            return Err(Error::Config(format!(
+                "a root folder is required for eval dataset `{}`",
+                self.dataset
+            )));
+        }
+        if !["simple", "full", "identity"].contains(&self.templates.as_str()) {
+            return Err(Error::Config(format!(
+                "eval templates `{}` is not simple, full or identity",
+                self.templates
+            )));
+        }
+        Ok(())
+    }
+
+    /// The images and the dataset's official background threshold.
+    pub fn source(&self) -> Result<(Box<dyn EvalSource>, f32)> {
+        self.validate()?;
+        let root = || self.root.clone().unwrap_or_default();
+        let ds = match self.dataset.as_str() {
+            "voc" => SegDataset::voc(&root(), &self.split)?,
+            "context" => SegDataset::context(&root(), &self.split)?,
+            "coco" => SegDataset::coco_object(&root(), &self.split)?,
+            "folder" => SegDataset::folder(&root(), &self.split)?,
+            _ => {
+                let synth = SynthSource {
+                    seed: self.seed,
+                    count: self.count,
+                    size: self.size,
+                };
+                return Ok((Box::new(synth), SegKind::Folder.bg_thresh()));
+            }
+        };
+        let bg = ds.kind.bg_thresh();
+        Ok((Box::new(ds), bg))
+    }
+
+    pub fn templates(&self) -> Templates {
+        match self.templates.as_str() {
+            "full" => Templates::Full,
+            "identity" => Templates::Identity,
+            _ => Templates::Simple,
+        }
+    }
+
+    /// Evaluate `model`; `progress(done, total)` after each image.
+    pub fn run(
+        &self,
+        model: &SegClip,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EvalReport> {
+        let (source, official_bg) = self.source()?;
+        let mut opts = SegmentOptions::default();
+        let side = self.crop.unwrap_or(model.config().vision.image_size);
+        (opts.crop, opts.stride, opts.short_side) = (side, side, side);
+        let bg_thresh = self.bg_thresh.unwrap_or(official_bg);
+        opts.decode.bg_thresh = Some(bg_thresh);
+        let acc = evaluate(
+            model,
+            source.as_ref(),
+            &opts,
+            self.templates(),
+            self.limit,
+            progress,
+        )?;
+        let images = self.limit.map_or(source.len(), |l| l.min(source.len()));
+        let seen_held_out = (self.dataset == "synth").then(|| {
+            use segclip_data::synth::is_held_out;
+            (acc.miou_of(|c| !is_held_out(c)), acc.miou_of(is_held_out))
+        });
+        Ok(EvalReport {
+            classes: source.classes(),
+            acc,
+            images,
+            bg_thresh,
+            seen_held_out,
+        })
+    }
 }
 
 #[cfg(test)]

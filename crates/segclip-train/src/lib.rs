@@ -6,16 +6,20 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod comm;
 pub mod config;
 mod error;
 pub mod eval;
+pub mod grads;
 pub mod init;
 pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
 
+pub use comm::{Communicator, LocalGroup, SingleProcess};
 pub use config::TrainConfig;
 pub use error::{Error, Result};
+pub use grads::Grads;
 pub use optim::{AdaptAdamW, OptimConfig, StepStats};
 pub use trainer::{StepLog, Trainer};

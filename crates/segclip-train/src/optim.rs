@@ -15,6 +15,8 @@
 
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 
+use crate::comm::Communicator;
+use crate::grads::Grads;
 use crate::schedule::warmup_cosine;
 use crate::Result;
 
@@ -152,9 +154,13 @@ impl AdaptAdamW {
 
     /// The global L2 norm of the trainable parameters' gradients.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f32> {
+        self.norm_by(&|_, var: &Var| grads.get(var.as_tensor()).cloned())
+    }
+
+    fn norm_by(&self, grad_of: &dyn Fn(&str, &Var) -> Option<Tensor>) -> Result<f32> {
         let mut total = 0f32;
         for p in &self.params {
-            if let Some(g) = grads.get(p.var.as_tensor()) {
+            if let Some(g) = grad_of(&p.name, &p.var) {
                 let n = g
                     .sqr()?
                     .sum_all()?
@@ -170,13 +176,61 @@ impl AdaptAdamW {
     /// Clip the global gradient norm at `clip_grad`, then update every parameter that has a
     /// gradient.
     pub fn step(&mut self, grads: &GradStore) -> Result<StepStats> {
-        let norm = self.grad_norm(grads)?;
+        self.step_by(&|_, var: &Var| grads.get(var.as_tensor()).cloned())
+    }
+
+    /// [`Self::step`] with gradients gathered by name (micro-batches and workers summed).
+    pub fn step_grads(&mut self, grads: &Grads) -> Result<StepStats> {
+        self.step_by(&|name, _: &Var| grads.get(name).cloned())
+    }
+
+    fn step_by(&mut self, grad_of: &dyn Fn(&str, &Var) -> Option<Tensor>) -> Result<StepStats> {
+        let norm = self.norm_by(grad_of)?;
         let coef = (self.cfg.clip_grad as f32 / (norm + 1e-6)).min(1.0);
-        self.apply(&|_, var: &Var| grads.get(var.as_tensor()).cloned(), coef)?;
+        self.apply(grad_of, coef)?;
         Ok(StepStats {
             grad_norm: norm,
             clip_coef: coef,
         })
+    }
+
+    /// Add the trainable parameters' gradients in `store` to `into`, by name.
+    pub fn collect(&self, store: &GradStore, into: &mut Grads) -> Result<()> {
+        for p in &self.params {
+            if let Some(g) = store.get(p.var.as_tensor()) {
+                into.add(&p.name, g)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum `grads` over the workers of `comm`, every trainable parameter in one buffer (a
+    /// parameter without a gradient on some worker counts as zeros there).
+    pub fn all_reduce(&self, grads: &mut Grads, comm: &dyn Communicator) -> Result<()> {
+        if comm.world_size() == 1 {
+            return Ok(());
+        }
+        let mut flat = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let g = match grads.get(&p.name) {
+                Some(g) => g.clone(),
+                None => p.var.as_tensor().zeros_like()?,
+            };
+            flat.push(g.to_dtype(DType::F32)?.flatten_all()?);
+        }
+        let summed = comm.all_reduce_sum(&Tensor::cat(&flat, 0)?)?;
+        let mut offset = 0;
+        for p in &self.params {
+            let t = p.var.as_tensor();
+            let n = t.elem_count();
+            let g = summed
+                .narrow(0, offset, n)?
+                .reshape(t.shape())?
+                .to_dtype(t.dtype())?;
+            grads.set(&p.name, g);
+            offset += n;
+        }
+        Ok(())
     }
 
     /// Update each parameter whose gradient `grad_of(name, var)` gives, scaled by `coef`.

@@ -8,12 +8,14 @@ use segclip_data::datasets::{CaptionDataset, SuperpixelCache};
 use segclip_data::patch_labels::PatchRule;
 use segclip_data::superpixels::{FelzenszwalbParams, Method, SlicParams};
 use segclip_data::transforms::Rng;
-use segclip_group::SegClipConfig;
+use segclip_group::{SegClip, SegClipConfig};
 use segclip_losses::LossWeights;
 use segclip_vit::{StateDict, Tokenizer};
 
 use crate::batch::BatchBuilder;
+use crate::comm::Communicator;
 use crate::config::TrainConfig;
+use crate::eval::EvalReport;
 use crate::{checkpoint, Error, OptimConfig, Result, StepLog, Trainer};
 
 /// Progress of the loop, for a progress bar.
@@ -22,6 +24,40 @@ pub struct Progress<'a> {
     pub total_steps: usize,
     pub images: usize,
     pub skipped_images: usize,
+    /// The periodic evaluation, on the steps where it ran.
+    pub eval: Option<&'a EvalReport>,
+}
+
+/// This worker's `batch` samples of the step whose global slice starts at `start` in `order`;
+/// unreadable images are replaced by the following readable ones, so every worker keeps the
+/// same batch shape. Returns the samples and how many images were skipped.
+fn local_batch(
+    ds: &CaptionDataset,
+    order: &[usize],
+    start: usize,
+    batch: usize,
+    comm: &dyn Communicator,
+) -> Result<(Vec<segclip_data::datasets::CaptionSample>, usize)> {
+    let first = start + comm.rank() * batch;
+    let (mut samples, mut skipped) = ds.load_batch(&order[first..first + batch]);
+    // Replacements: this worker's slice of the following steps, wrapping around the epoch.
+    let mut next = start + comm.world_size() * batch + comm.rank() * batch;
+    let mut tried = batch;
+    while samples.len() < batch {
+        if tried >= order.len() {
+            return Err(Error::Config(format!(
+                "fewer than {batch} readable images in the whole dataset ({skipped} skipped)"
+            )));
+        }
+        let want = batch - samples.len();
+        let idx: Vec<usize> = (0..want).map(|k| order[(next + k) % order.len()]).collect();
+        let (more, s) = ds.load_batch(&idx);
+        samples.extend(more);
+        skipped += s;
+        next += want;
+        tried += want;
+    }
+    Ok((samples, skipped))
 }
 
 fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
@@ -41,18 +77,23 @@ fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
 
 /// Train as `cfg` says; with `resume`, continue from the latest complete checkpoint in the
 /// output folder.
+///
+/// Each step takes `batch` samples on each worker of `comm` (one step's global batch is
+/// `batch × workers`, in the seeded epoch order), split into `accumulation` micro-batches.
+/// Worker 0 writes the log, the checkpoints and runs the periodic evaluation.
 pub fn train(
     cfg: &TrainConfig,
     resume: bool,
     device: &Device,
+    comm: &dyn Communicator,
     on_step: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let ds = dataset(cfg)?;
-    if ds.len() < cfg.train.batch {
+    let global = cfg.train.batch * comm.world_size();
+    if ds.len() < global {
         return Err(Error::Config(format!(
-            "the dataset has {} samples, fewer than one batch of {}",
+            "the dataset has {} samples, fewer than one batch of {global}",
             ds.len(),
-            cfg.train.batch
         )));
     }
     let init = cfg
@@ -65,7 +106,7 @@ pub fn train(
         Some(p) => SegClipConfig::from_file(p)?,
         None => SegClipConfig::vit_b16(),
     };
-    let per_epoch = ds.len() / cfg.train.batch;
+    let per_epoch = ds.len() / global;
     let total = per_epoch * cfg.optim.epochs;
     let o = &cfg.optim;
     let optim = OptimConfig {
@@ -90,6 +131,12 @@ pub fn train(
             trainer.resume(path)?;
         }
     }
+    if comm.rank() > 0 {
+        // Same initial parameters on every worker, different noise and crops.
+        let mix = (comm.rank() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        trainer.rng = Rng::new(trainer.rng.next_u64() ^ mix);
+    }
+    let lead = comm.rank() == 0;
     let sp = &cfg.superpixels;
     let method = if sp.method == "slic" {
         Method::Slic(SlicParams {
@@ -124,37 +171,53 @@ pub fn train(
         },
     };
     let log_path = cfg.output.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
+    let mut log = lead
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))
+        })
+        .transpose()?;
+    let mut write_line = |line: serde_json::Value| -> Result<()> {
+        if let Some(f) = log.as_mut() {
+            writeln!(f, "{line}")
+                .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
+        }
+        Ok(())
+    };
     let (mut images, mut skipped_images) = (0, 0);
     while trainer.step < total {
         let step = trainer.step;
         let order = ds.epoch_order(cfg.seed, (step / per_epoch) as u64);
-        let start = (step % per_epoch) * cfg.train.batch;
-        let (samples, skipped) = ds.load_batch(&order[start..start + cfg.train.batch]);
+        let start = (step % per_epoch) * global;
+        let (samples, skipped) = local_batch(&ds, &order, start, cfg.train.batch, comm)?;
         skipped_images += skipped;
         let mut rng = Rng::new(trainer.rng.next_u64());
-        if samples.len() < 2 {
-            trainer.step += 1;
-            continue;
-        }
-        images += samples.len();
+        images += samples.len() * comm.world_size();
         let batch = builder.build(&samples, &mut rng, device)?;
-        let entry = trainer.train_step(&batch)?;
+        let noise = trainer.sample_noise(batch.len())?;
+        let entry = trainer.step_with(&batch, &noise, cfg.train.accumulation, comm)?;
         let mut line = serde_json::to_value(&entry).map_err(|e| Error::Config(e.to_string()))?;
         line["skipped_images"] = skipped.into();
-        writeln!(log, "{line}")
-            .map_err(|e| Error::Config(format!("{}: {e}", log_path.display())))?;
+        write_line(line)?;
+        let done = trainer.step == total;
+        let report = if lead && cfg.eval.every > 0 && (trainer.step % cfg.eval.every == 0 || done) {
+            let r = evaluate_now(&trainer, cfg, device)?;
+            write_line(serde_json::json!({"step": trainer.step, "eval": r.json()}))?;
+            Some(r)
+        } else {
+            None
+        };
         on_step(&Progress {
             log: &entry,
             total_steps: total,
             images,
             skipped_images,
+            eval: report.as_ref(),
         });
-        if trainer.step % cfg.train.save_every.max(1) == 0 || trainer.step == total {
+        if lead && (trainer.step % cfg.train.save_every.max(1) == 0 || done) {
             trainer.save(
                 &cfg.output,
                 cfg.train.keep_last,
@@ -163,4 +226,21 @@ pub fn train(
         }
     }
     Ok(())
+}
+
+/// Zero-shot evaluation of the current parameters (an inference copy of the model, so the
+/// evaluation builds no backward graph).
+fn evaluate_now(trainer: &Trainer, cfg: &TrainConfig, device: &Device) -> Result<EvalReport> {
+    let tensors = trainer
+        .named_tensors()?
+        .into_iter()
+        .map(|(k, t)| (k, t.detach()))
+        .collect();
+    let sd = StateDict {
+        tensors,
+        source: format!("training step {}", trainer.step),
+        format: segclip_vit::KeyFormat::SegClip,
+    };
+    let model = SegClip::from_state_dict(sd, &trainer.cfg, device)?;
+    cfg.eval.run(&model, &mut |_, _| {})
 }

@@ -5,11 +5,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use segclip_data::transforms::Rng;
 use segclip_group::SegClipConfig;
-use segclip_losses::{Batch, LossWeights, TrainingModel};
+use segclip_losses::losses::contrastive;
+use segclip_losses::{Batch, LossWeights, Noise, TrainingModel};
 use segclip_vit::StateDict;
 
 use crate::batch::sample_noise;
 use crate::checkpoint::{self, CheckpointData};
+use crate::comm::{Communicator, SingleProcess};
+use crate::grads::Grads;
 use crate::init::fresh;
 use crate::optim::{AdaptAdamW, OptimConfig};
 use crate::{Error, Result};
@@ -28,6 +31,10 @@ pub struct StepLog {
     pub skipped: bool,
     /// Centers that received at least one patch in the plain pass.
     pub centers_used: usize,
+    /// Wall time of the forward, the backward and the optimiser update, in milliseconds.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub update_ms: f64,
 }
 
 pub struct Trainer {
@@ -64,17 +71,18 @@ impl Trainer {
                 .lock()
                 .map_err(|_| Error::Config("poisoned parameter store".into()))?;
             for (key, shape) in req.iter().chain(&opt) {
-                let t =
-                    match init.and_then(|sd| sd.tensors.get(key)) {
-                        Some(t) if t.dims() == shape.as_slice() => {
-                            t.to_dtype(DType::F32)?.to_device(device)?
-                        }
-                        Some(t) => return Err(Error::Config(format!(
+                let t = match init.and_then(|sd| sd.tensors.get(key)) {
+                    Some(t) if t.dims() == shape.as_slice() => {
+                        t.to_dtype(DType::F32)?.to_device(device)?
+                    }
+                    Some(t) => {
+                        return Err(Error::Config(format!(
                             "initial weights: `{key}` has shape {:?}, the model expects {shape:?}",
                             t.dims()
-                        ))),
-                        None => fresh(key, shape, cfg.vision.grid(), &mut rng, device)?,
-                    };
+                        )))
+                    }
+                    None => fresh(key, shape, cfg.vision.grid(), &mut rng, device)?,
+                };
                 data.insert(key.clone(), Var::from_tensor(&t)?);
             }
         }
@@ -99,51 +107,221 @@ impl Trainer {
         })
     }
 
-    /// One step on `batch`: forward with fresh noise, backward, clip, update, clamp the logit
-    /// scale. A non-finite loss skips the update.
+    /// One step on `batch` on one worker, without accumulation: forward with fresh noise,
+    /// backward, clip, update, clamp the logit scale. A non-finite loss skips the update.
     pub fn train_step(&mut self, batch: &Batch) -> Result<StepLog> {
-        let b = batch.pixels.dim(0)?;
+        let noise = self.sample_noise(batch.len())?;
+        self.step_with(batch, &noise, 1, &SingleProcess)
+    }
+
+    /// The step's noise for `b` samples, from the trainer's RNG.
+    pub fn sample_noise(&mut self, b: usize) -> Result<Noise> {
         let n = self.cfg.vision.grid() * self.cfg.vision.grid();
-        let noise = sample_noise(
+        sample_noise(
             &mut self.rng,
             b,
             self.cfg.group.num_centers,
             n,
             self.mask_ratio,
             &self.device,
-        )?;
-        let losses = self.model.forward(batch, &noise, &self.weights, None)?;
-        let scalar =
-            |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?) };
-        let loss = scalar(&losses.total)?;
-        let used = losses
-            .hard
-            .sum(2)?
-            .gt(0.5f32)?
-            .to_dtype(DType::F32)?
-            .sum(1)?
-            .max(0)?
-            .to_scalar::<f32>()? as usize;
+        )
+    }
+
+    /// One step of this worker on its `batch` (and its `noise`), split into `micro` equal
+    /// micro-batches, the contrastive loss taken over the batches of all workers of `comm`.
+    ///
+    /// The gradient is the one of a single batch made of every worker's samples, whatever
+    /// `micro` and the number of workers: with `micro` = 1 on one worker the step is a plain
+    /// forward and backward; otherwise it is the cached-embedding two-pass scheme (GradCache,
+    /// Gao et al. 2021):
+    ///
+    /// ```text
+    /// pass 1, no graph kept:  t_j, v_j = embeddings of micro-batch j           (b/micro, D)
+    /// T, V = all_gather(cat_j t_j), all_gather(cat_j v_j)                      (b·W, D)
+    /// L_con(T, V, s) on the whole batch; dT, dV, ds = ∂(w_c·L_con)/∂(T, V, s)
+    /// pass 2, per micro-batch, same noise:
+    ///     backward of  Σ t_j ⊙ dT_j + Σ v_j ⊙ dV_j + (w_kl·L_kl,j + w_mae·L_mae,j) / (micro·W)
+    /// grads = all_reduce_sum(Σ_j grads_j + ds / W)
+    /// ```
+    ///
+    /// Every worker computes the same L_con on the gathered embeddings, so no reduce-scatter is
+    /// needed; the KL and reconstruction losses are per-sample means, averaged over micro-batches
+    /// and workers as the official DDP average does.
+    pub fn step_with(
+        &mut self,
+        batch: &Batch,
+        noise: &Noise,
+        micro: usize,
+        comm: &dyn Communicator,
+    ) -> Result<StepLog> {
         self.step += 1;
-        let mut log = StepLog {
-            step: self.step,
-            loss,
-            contrastive: scalar(&losses.contrastive)?,
-            kl: scalar(&losses.kl)?,
-            mae: scalar(&losses.mae)?,
-            grad_norm: f32::NAN,
-            lr: self.opt.lr_at(self.opt.config().lr, self.step),
-            skipped: !loss.is_finite(),
-            centers_used: used,
-        };
-        if log.skipped {
+        let (mut log, grads) = self.gradients(batch, noise, micro, comm)?;
+        log.step = self.step;
+        log.lr = self.opt.lr_at(self.opt.config().lr, self.step);
+        let Some(grads) = grads else {
             return Ok(log);
-        }
-        let grads = losses.total.backward()?;
-        let stats = self.opt.step(&grads)?;
+        };
+        let t2 = std::time::Instant::now();
+        let stats = self.opt.step_grads(&grads)?;
         self.opt.clamp_logit_scale(self.cfg.logit_scale_max)?;
         log.grad_norm = stats.grad_norm;
+        log.update_ms = ms(t2);
         Ok(log)
+    }
+
+    /// The gradients of the trainable parameters for [`Self::step_with`], summed over
+    /// micro-batches and workers, and the step's log; `None` when the loss is not finite.
+    pub fn gradients(
+        &mut self,
+        batch: &Batch,
+        noise: &Noise,
+        micro: usize,
+        comm: &dyn Communicator,
+    ) -> Result<(StepLog, Option<Grads>)> {
+        let b = batch.len();
+        if micro == 0 || b % micro != 0 {
+            return Err(Error::Config(format!(
+                "a batch of {b} does not split into {micro} equal micro-batches"
+            )));
+        }
+        let t0 = std::time::Instant::now();
+        let mut log = StepLog {
+            step: self.step,
+            loss: f32::NAN,
+            contrastive: f32::NAN,
+            kl: f32::NAN,
+            mae: f32::NAN,
+            grad_norm: f32::NAN,
+            lr: self.opt.lr_at(self.opt.config().lr, self.step),
+            skipped: false,
+            centers_used: 0,
+            forward_ms: 0.0,
+            backward_ms: 0.0,
+            update_ms: 0.0,
+        };
+        let grads = if micro == 1 && comm.world_size() == 1 {
+            let losses = self.model.forward(batch, noise, &self.weights, None)?;
+            log.contrastive = scalar(&losses.contrastive)?;
+            log.kl = scalar(&losses.kl)?;
+            log.mae = scalar(&losses.mae)?;
+            log.loss = scalar(&losses.total)?;
+            log.centers_used = centers_used(&losses.hard)?;
+            log.forward_ms = ms(t0);
+            if !log.loss.is_finite() {
+                log.skipped = true;
+                return Ok((log, None));
+            }
+            let t1 = std::time::Instant::now();
+            let store = losses.total.backward()?;
+            let mut grads = Grads::new();
+            self.opt.collect(&store, &mut grads)?;
+            log.backward_ms = ms(t1);
+            grads
+        } else {
+            match self.grad_cache(batch, noise, micro, comm, &mut log)? {
+                Some(g) => g,
+                None => return Ok((log, None)),
+            }
+        };
+        Ok((log, Some(grads)))
+    }
+
+    /// The two passes of [`Self::step_with`]; `None` when the loss is not finite (the update is
+    /// skipped, on every worker alike since the contrastive loss is the same everywhere).
+    fn grad_cache(
+        &mut self,
+        batch: &Batch,
+        noise: &Noise,
+        micro: usize,
+        comm: &dyn Communicator,
+        log: &mut StepLog,
+    ) -> Result<Option<Grads>> {
+        let t0 = std::time::Instant::now();
+        let (b, world) = (batch.len(), comm.world_size());
+        let mb = b / micro;
+        let chunks = (0..micro)
+            .map(|j| Ok((batch.narrow(j * mb, mb)?, noise.narrow(j * mb, mb)?)))
+            .collect::<Result<Vec<_>>>()?;
+        // Pass 1: embeddings only, detached.
+        let embed_only = LossWeights {
+            kl: 0.0,
+            mae: 0.0,
+            ..self.weights
+        };
+        let (mut ts, mut vs) = (Vec::with_capacity(micro), Vec::with_capacity(micro));
+        for (bj, nj) in &chunks {
+            let p = self.model.parts(bj, nj, &embed_only, None)?;
+            ts.push(p.text_emb.detach());
+            vs.push(p.image_emb.detach());
+        }
+        let t_all = Var::from_tensor(&comm.all_gather(&Tensor::cat(&ts, 0)?)?)?;
+        let v_all = Var::from_tensor(&comm.all_gather(&Tensor::cat(&vs, 0)?)?)?;
+        let m = &self.model.model;
+        let (l_con, _) = contrastive(
+            t_all.as_tensor(),
+            v_all.as_tensor(),
+            &m.logit_scale,
+            m.config().logit_scale_max,
+        )?;
+        log.contrastive = scalar(&l_con)?;
+        if !log.contrastive.is_finite() {
+            log.skipped = true;
+            log.loss = log.contrastive;
+            return Ok(None);
+        }
+        let store = (&l_con * self.weights.contrastive)?.backward()?;
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        let d_t = store
+            .get(t_all.as_tensor())
+            .cloned()
+            .map_or_else(|| zeros(&t_all), Ok)?;
+        let d_v = store
+            .get(v_all.as_tensor())
+            .cloned()
+            .map_or_else(|| zeros(&v_all), Ok)?;
+        let (d_t, d_v) = (
+            d_t.narrow(0, comm.rank() * b, b)?,
+            d_v.narrow(0, comm.rank() * b, b)?,
+        );
+        let mut grads = Grads::new();
+        if let Some(ds) = store.get(&m.logit_scale) {
+            grads.add("clip.logit_scale", &(ds / world as f64)?)?;
+        }
+        drop(store);
+        log.forward_ms = ms(t0);
+        // Pass 2: the same forward with its graph, back-propagating the cached gradients.
+        let t1 = std::time::Instant::now();
+        let local_scale = 1.0 / (micro * world) as f64;
+        let (mut kl, mut mae, mut used) = (0f32, 0f32, 0usize);
+        for (j, (bj, nj)) in chunks.iter().enumerate() {
+            let p = self.model.parts(bj, nj, &self.weights, None)?;
+            let surrogate = ((p.text_emb * d_t.narrow(0, j * mb, mb)?)?.sum_all()?
+                + (p.image_emb * d_v.narrow(0, j * mb, mb)?)?.sum_all()?)?;
+            let local = ((&p.kl * self.weights.kl)? + (&p.mae * self.weights.mae)?)?;
+            let (kl_j, mae_j) = (scalar(&p.kl)?, scalar(&p.mae)?);
+            if !(kl_j.is_finite() && mae_j.is_finite()) {
+                // Skip on every worker alike: the loss is reduced before the decision.
+                kl = f32::NAN;
+            }
+            kl += kl_j / micro as f32;
+            mae += mae_j / micro as f32;
+            used = used.max(centers_used(&p.hard)?);
+            let total = (surrogate + (local * local_scale)?)?;
+            self.opt.collect(&total.backward()?, &mut grads)?;
+        }
+        let local = Tensor::new(&[kl, mae], &self.device)?;
+        let mean = (comm.all_reduce_sum(&local)? / world as f64)?.to_vec1::<f32>()?;
+        (log.kl, log.mae, log.centers_used) = (mean[0], mean[1], used);
+        log.loss = (log.contrastive as f64 * self.weights.contrastive
+            + log.kl as f64 * self.weights.kl
+            + log.mae as f64 * self.weights.mae) as f32;
+        if !log.loss.is_finite() {
+            log.skipped = true;
+            return Ok(None);
+        }
+        self.opt.all_reduce(&mut grads, comm)?;
+        log.backward_ms = ms(t1);
+        Ok(Some(grads))
     }
 
     /// The parameters under their official names.
@@ -208,4 +386,23 @@ impl Trainer {
         );
         Ok(())
     }
+}
+
+fn scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+}
+
+fn ms(since: std::time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Centers holding at least one patch, the most over the samples of `hard` (B, L, N).
+fn centers_used(hard: &Tensor) -> Result<usize> {
+    Ok(hard
+        .sum(2)?
+        .gt(0.5f32)?
+        .to_dtype(DType::F32)?
+        .sum(1)?
+        .max(0)?
+        .to_scalar::<f32>()? as usize)
 }

@@ -1,0 +1,141 @@
+//! Where does zero-shot segmentation fail: in the grouping or in the naming? On fresh synthetic
+//! test scenes this measures, for a SegCLIP checkpoint:
+//!
+//! - grouping: for each object, the best IoU between its patches and one center's hard
+//!   assignment (1.0 = some center holds exactly that object);
+//! - naming: for each center whose patches are mostly one object, whether the nearest class
+//!   prompt to its region embedding is that object's class (and its colour, its shape);
+//! - image level: whether the image embedding's nearest class is one of the scene's objects.
+//!
+//! ```text
+//! cargo run --release --example region_probe -- WEIGHTS [COUNT] [SEED]
+//! ```
+
+use candle_core::{Device, IndexOp, Tensor};
+use segclip::data::synth::{self, Split};
+use segclip::group::zeroshot::classes::l2_normalize_rows;
+use segclip::group::zeroshot::resize::normalize_clip;
+use segclip::group::zeroshot::{ClassList, Templates, TextClassifier};
+use segclip::group::SegClip;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let weights = args
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("usage: WEIGHTS [COUNT] [SEED]"))?;
+    let count: usize = args.get(1).map_or(Ok(200), |s| s.parse())?;
+    let seed: u64 = args.get(2).map_or(Ok(1000), |s| s.parse())?;
+    let device = Device::Cpu;
+    let model = SegClip::load(weights, &device)?;
+    let cfg = model.config().clone();
+    let size = cfg.vision.image_size;
+    let patch = cfg.vision.patch_size;
+    let names = synth::class_names()[1..].to_vec();
+    let list = ClassList::new(names.iter().map(|n| vec![n.clone()]).collect())?;
+    let mut clf = TextClassifier::new(cfg.text.context_length)?;
+    let text = clf.classify(&model.text, &list, Templates::Simple)?; // (K, D)
+    let nshapes = synth::SHAPES.len();
+
+    let (mut obj_n, mut best_iou_sum) = (0usize, 0f64);
+    let (mut reg_n, mut reg_ok, mut reg_col, mut reg_shape, mut purity_sum) = (0, 0, 0, 0, 0f64);
+    let (mut bg_regions, mut centers_used) = (0usize, 0usize);
+    let (mut img_n, mut img_ok) = (0usize, 0usize);
+    for i in 0..count {
+        let s = synth::scene(seed, i as u64, size, Split::Test);
+        let px = normalize_clip(&s.image.data, (size, size));
+        let px = Tensor::from_vec(px, (1, 3, size, size), &device)?;
+        let out = model.visual.forward(&px, None, None)?;
+        let (gh, gw) = out.grid;
+        let n = gh * gw;
+        // Patch ground truth: majority class of each patch's pixels.
+        let mut patch_gt = vec![0u8; n];
+        for (p, g) in patch_gt.iter_mut().enumerate() {
+            let (py, pxx) = (p / gw, p % gw);
+            let mut hist = [0usize; 32];
+            for y in py * patch..(py + 1) * patch {
+                for x in pxx * patch..(pxx + 1) * patch {
+                    hist[s.labels[y * size + x] as usize] += 1;
+                }
+            }
+            *g = (0..32).max_by_key(|&c| hist[c]).unwrap() as u8;
+        }
+        let hard = out.hard.i(0)?.argmax(0)?.to_vec1::<u32>()?; // (N) center per patch
+        let l = out.region_emb.dim(1)?;
+        let reg = l2_normalize_rows(&out.region_emb.i(0)?)?;
+        let sims = reg.matmul(&text.t()?)?.to_vec2::<f32>()?; // (L, K)
+        let img = l2_normalize_rows(&out.image_emb)?;
+        let isim = img.matmul(&text.t()?)?.to_vec2::<f32>()?[0].clone();
+        let present: Vec<u8> = {
+            let mut v: Vec<u8> = patch_gt.iter().copied().filter(|&c| c > 0).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if !present.is_empty() {
+            img_n += 1;
+            let top = argmax(&isim) as u8 + 1;
+            img_ok += present.contains(&top) as usize;
+        }
+        for &c in &present {
+            obj_n += 1;
+            let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
+            let best = (0..l)
+                .map(|k| {
+                    let inter = (0..n).filter(|&p| obj[p] && hard[p] == k as u32).count();
+                    let uni = (0..n).filter(|&p| obj[p] || hard[p] == k as u32).count();
+                    inter as f64 / uni.max(1) as f64
+                })
+                .fold(0f64, f64::max);
+            best_iou_sum += best;
+        }
+        for k in 0..l {
+            let members: Vec<u8> = (0..n)
+                .filter(|&p| hard[p] == k as u32)
+                .map(|p| patch_gt[p])
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            centers_used += 1;
+            let mut hist = [0usize; 32];
+            for &m in &members {
+                hist[m as usize] += 1;
+            }
+            let maj = (0..32).max_by_key(|&c| hist[c]).unwrap();
+            if maj == 0 {
+                bg_regions += 1;
+                continue;
+            }
+            reg_n += 1;
+            purity_sum += hist[maj] as f64 / members.len() as f64;
+            let pred = argmax(&sims[k]) + 1;
+            reg_ok += (pred == maj) as usize;
+            reg_col += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
+            reg_shape += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
+        }
+    }
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    println!("scenes {count}, objects {obj_n}");
+    println!(
+        "grouping: mean best center IoU per object {:.3}",
+        best_iou_sum / obj_n.max(1) as f64
+    );
+    println!(
+        "centers used per scene {:.2}; background-majority centers {:.2} per scene",
+        centers_used as f64 / count as f64,
+        bg_regions as f64 / count as f64
+    );
+    println!(
+        "object regions {reg_n}: purity {:.3}; class {:.1}%  colour {:.1}%  shape {:.1}% (chance 5/20/25)",
+        purity_sum / reg_n.max(1) as f64,
+        pct(reg_ok, reg_n),
+        pct(reg_col, reg_n),
+        pct(reg_shape, reg_n)
+    );
+    println!("image top-1 class present: {:.1}%", pct(img_ok, img_n));
+    Ok(())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+}
