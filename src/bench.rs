@@ -51,3 +51,56 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// One training step of `cfg` from scratch (every parameter trainable) at `batch`, timed: the
+/// sorted step times and the median forward / backward / update split of the timed steps.
+/// Inputs: deterministic pixels, 32-token captions, superpixels of 2×2 patch blocks; the same
+/// noise every step.
+pub fn train_step_ms(
+    cfg: &SegClipConfig,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+    device: &Device,
+) -> Result<(Vec<f64>, [f64; 3])> {
+    use segclip_losses::{Batch, LossWeights};
+    use segclip_train::{OptimConfig, SingleProcess, Trainer};
+    let optim = OptimConfig {
+        total_steps: 1000,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(cfg, None, optim, LossWeights::default(), 0, device)?;
+    let (s, g) = (cfg.vision.image_size, cfg.vision.grid());
+    let ids: Vec<i64> = (0..batch * 32)
+        .map(|i| match i % 32 {
+            0 => 49406,
+            21 => 49407,
+            p if p > 21 => 0,
+            p => 300 + ((i * 7 + p * 131) % 30000) as i64,
+        })
+        .collect();
+    let seg: Vec<i64> = (0..batch * g * g)
+        .map(|i| {
+            let (r, c) = ((i % (g * g)) / g, i % g);
+            ((r / 2) * g + c / 2) as i64
+        })
+        .collect();
+    let data = Batch {
+        input_ids: Tensor::from_vec(ids, (batch, 32), device)?,
+        pixels: pixels(batch, s, device)?,
+        image_seg: Tensor::from_vec(seg, (batch, g * g), device)?,
+    };
+    let noise = trainer.sample_noise(batch)?;
+    let mut split = Vec::new();
+    let times = time_ms(warmup, iters, || {
+        let log = trainer.step_with(&data, &noise, 1, &SingleProcess)?;
+        split.push([log.forward_ms, log.backward_ms, log.update_ms]);
+        Ok(())
+    })?;
+    let median = |k: usize| {
+        let mut v: Vec<f64> = split[warmup..].iter().map(|x| x[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((times, [median(0), median(1), median(2)]))
+}

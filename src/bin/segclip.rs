@@ -44,6 +44,12 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// Time training steps (forward, backward, update) instead of the visual forward.
+        #[arg(long)]
+        train: bool,
+        /// Model configuration (JSON) for `--train`; default ViT-B/16.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Instead of timing, write the seeded ViT-B/16 weights (all 415 tensors) to this
         /// safetensors file: a real-size checkpoint for memory and speed tests.
         #[arg(long)]
@@ -586,11 +592,33 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} ({} tensors)", path.display(), sd.tensors.len());
         }
         Command::Bench {
+            batch,
+            iters,
+            warmup,
+            train: true,
+            model,
+            ..
+        } => {
+            let dev = candle_core::Device::Cpu;
+            let cfg = match model {
+                Some(p) => segclip::group::SegClipConfig::from_file(&p)?,
+                None => segclip::group::SegClipConfig::vit_b16(),
+            };
+            let (t, [f, b, u]) =
+                segclip::bench::train_step_ms(&cfg, batch, warmup, iters.max(1), &dev)?;
+            println!(
+                "{}",
+                serde_json::json!({"batch": batch, "median_ms": t[t.len() / 2], "min_ms": t[0], "times_ms": t,
+                    "forward_ms": f, "backward_ms": b, "update_ms": u, "peak_rss_mib": segclip::bench::peak_rss_mib()})
+            );
+        }
+        Command::Bench {
             size,
             batch,
             iters,
             warmup,
             save_seeded: None,
+            ..
         } => {
             let dev = candle_core::Device::Cpu;
             let model = segclip::bench::seeded_vit_b16(&dev)?;

@@ -46,10 +46,23 @@ impl CustomOp1 for QuickGelu {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let s = candle_nn::ops::sigmoid(&(arg * ALPHA as f64)?)?;
-        let one_minus = s.affine(-1.0, 1.0)?;
-        let d = (&s * ((arg * &one_minus)? * ALPHA as f64)?.affine(1.0, 1.0)?)?;
-        Ok(Some(grad_res.mul(&d)?))
+        // d/dx = s (1 + α x (1 − s)), s = σ(α x): one pass over x and the incoming gradient.
+        let d = crate::cpu::with_f32(arg, |x| {
+            crate::cpu::with_f32(grad_res, |g| {
+                use rayon::prelude::*;
+                let mut out = vec![0f32; x.len()];
+                out.par_chunks_mut(1 << 14)
+                    .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
+                    .for_each(|(o, (x, g))| {
+                        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                            let s = 1.0 / (1.0 + crate::fastmath::exp(-ALPHA * x));
+                            *o = g * s * (1.0 + ALPHA * x * (1.0 - s));
+                        }
+                    });
+                out
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(d, arg.shape(), arg.device())?))
     }
 }
 
@@ -142,9 +155,30 @@ impl CustomOp1 for SoftmaxLastDim {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        // d x = s ⊙ (g − Σ g ⊙ s)
-        let dot = (grad_res * res)?.sum_keepdim(candle_core::D::Minus1)?;
-        Ok(Some((res * grad_res.broadcast_sub(&dot)?)?))
+        // d x = s ⊙ (g − Σ g ⊙ s), row by row in one pass.
+        let cols = res.dims().last().copied().unwrap_or(1).max(1);
+        let d = crate::cpu::with_f32(res, |s| {
+            crate::cpu::with_f32(grad_res, |g| {
+                use rayon::prelude::*;
+                let mut out = vec![0f32; s.len()];
+                let rows_per_task = (1 << 14) / cols + 1;
+                let block = rows_per_task * cols;
+                out.par_chunks_mut(block)
+                    .zip(s.par_chunks(block).zip(g.par_chunks(block)))
+                    .for_each(|(o, (s, g))| {
+                        for ((o, s), g) in
+                            o.chunks_mut(cols).zip(s.chunks(cols)).zip(g.chunks(cols))
+                        {
+                            let dot: f32 = s.iter().zip(g).map(|(a, b)| a * b).sum();
+                            for ((o, &s), &g) in o.iter_mut().zip(s).zip(g) {
+                                *o = s * (g - dot);
+                            }
+                        }
+                    });
+                out
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(d, res.shape(), res.device())?))
     }
 }
 

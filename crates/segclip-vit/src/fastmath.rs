@@ -6,11 +6,13 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
-/// `e^x` for f32, Cephes' range reduction and degree-6 polynomial. Below −87.3 it returns
-/// ≈1.2e−38 instead of a denormal or 0 (harmless where it is used: softmax numerators next to a
-/// term of at least 1).
+/// `e^x` for f32, Cephes' range reduction and degree-6 polynomial. Below −87.3 (where e^x is
+/// no longer a normal f32) it returns exactly 0 — masked softmax entries (−∞) must be 0, not
+/// the smallest normal: divided by the row sum that becomes a denormal, and denormals make every
+/// later multiplication (the attention backward's GEMMs) up to 100× slower.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    let tiny = x < -87.3;
     let x = x.clamp(-87.3, 88.7);
     let n = (x * LOG2E).round();
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -23,7 +25,12 @@ pub fn exp(x: f32) -> f32 {
         * z
         + r
         + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    let y = p * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if tiny {
+        0.0
+    } else {
+        y
+    }
 }
 
 #[inline(always)]

@@ -17,6 +17,7 @@
 pub mod activation;
 pub mod block;
 mod config;
+mod cpu;
 mod error;
 pub mod fastmath;
 pub mod interpolate;

@@ -85,7 +85,11 @@ fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Resu
     };
     let mut y = x2.matmul(wt)?;
     if let Some(b) = b {
-        y = y.broadcast_add(b)?;
+        y = if crate::cpu::is_cpu_f32(&y) && crate::cpu::is_cpu_f32(b) {
+            y.apply_op2(&b.contiguous()?, BiasAdd)?
+        } else {
+            y.broadcast_add(b)?
+        };
     }
     let mut out = dims;
     let n = out.len();
@@ -96,6 +100,56 @@ fn matmul_bias(x: &Tensor, wt: &Tensor, b: Option<&Tensor>) -> candle_core::Resu
 /// `x @ wt + b` on CPU in one GEMM call that accumulates onto the broadcast bias (no separate
 /// bias pass), for fixed f32 weights and inputs that track no gradient.
 /// Only output columns `[col, col + n)` of `wt` (in, N) are computed when `cols` is given.
+/// `y + b` on the rows of a (rows, n) matrix; its bias gradient is one contiguous column sum
+/// (candle's broadcast gradient reduces over the leading dimension with strided access).
+struct BiasAdd;
+
+impl candle_core::CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let y = crate::cpu::slice(s1, l1, "bias-add")?;
+        let b = crate::cpu::slice(s2, l2, "bias-add")?;
+        if b.is_empty() || y.len() % b.len() != 0 {
+            candle_core::bail!(
+                "bias-add: a bias of {} does not fit {:?}",
+                b.len(),
+                l1.dims()
+            );
+        }
+        let mut out = y.to_vec();
+        for row in out.chunks_exact_mut(b.len()) {
+            for (o, v) in row.iter_mut().zip(b) {
+                *o += v;
+            }
+        }
+        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = b.elem_count();
+        let db = crate::cpu::with_f32(grad, |g| crate::cpu::column_sums(g, n))?;
+        Ok((
+            Some(grad.clone()),
+            Some(Tensor::from_vec(db, b.shape(), b.device())?),
+        ))
+    }
+}
+
 fn cpu_linear(
     x: &Tensor,
     wt: &Tensor,
@@ -212,5 +266,43 @@ mod tests {
             g.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap(),
             vec![vec![1f32, 1., 1.], vec![1., 1., 1.]]
         );
+    }
+}
+
+#[cfg(test)]
+mod bias_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_bias_gradient_matches_broadcast_add() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (40, 7), &dev).unwrap();
+        let w = Var::randn(0f32, 1., (5, 7), &dev).unwrap();
+        let b = Var::randn(0f32, 1., 5, &dev).unwrap();
+        let up = Tensor::randn(0f32, 1., (40, 5), &dev).unwrap();
+        let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).unwrap();
+        let y = lin.forward(x.as_tensor()).unwrap();
+        let r = x
+            .as_tensor()
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap();
+        let max = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(max((&y - &r).unwrap()) < 1e-5);
+        let gy = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (r * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w, &b] {
+            let d = max((gy.get(v.as_tensor()).unwrap() - gr.get(v.as_tensor()).unwrap()).unwrap());
+            assert!(d < 1e-4, "{d}");
+        }
     }
 }
