@@ -194,3 +194,32 @@ fn accumulation_and_periodic_evaluation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nccl"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_times_training_steps() {
+    let dir = setup("bench");
+    let out = segclip(&[
+        "bench",
+        "--train",
+        "--model",
+        dir.join("model.json").to_str().unwrap(),
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["times_ms"].as_array().unwrap().len(), 2);
+    for k in ["median_ms", "forward_ms", "backward_ms", "update_ms"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -159,3 +159,90 @@ fn superpixel_cache_is_keyed_by_parameters() {
     let small = vec![0u8; 2 * 2 * 3];
     assert_eq!(a.get("shard/0001", &small, (2, 2)).unwrap().labels.len(), 4);
 }
+
+/// A parquet table of (key, caption, status) rows, as img2dataset writes beside its image folders.
+fn write_parquet(path: &Path, rows: &[(&str, &str, &str)]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message schema { REQUIRED BYTE_ARRAY key (UTF8); REQUIRED BYTE_ARRAY caption (UTF8); REQUIRED BYTE_ARRAY status (UTF8); }",
+    )
+    .unwrap();
+    let props = std::sync::Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, std::sync::Arc::new(schema), props).unwrap();
+    let mut group = w.next_row_group().unwrap();
+    for col in 0..3 {
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .map(|r| ByteArray::from([r.0, r.1, r.2][col]))
+            .collect();
+        let mut c = group.next_column().unwrap().unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        c.close().unwrap();
+    }
+    group.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn img2dataset_parquet_and_image_folders() {
+    let d = dir("parquet");
+    write_images(
+        &d,
+        &[
+            "00000/000000000.jpg",
+            "00000/000000002.png",
+            "00001/000010000.jpg",
+        ],
+    );
+    write_parquet(
+        &d.join("00000.parquet"),
+        &[
+            ("000000000", "a red bus", "success"),
+            ("000000001", "never downloaded", "failed_to_download"),
+            ("000000002", "a png image", "success"),
+            ("000000003", "listed but the file is gone", "success"),
+        ],
+    );
+    write_parquet(
+        &d.join("00001.parquet"),
+        &[("000010000", "second shard", "success")],
+    );
+    let ds = CaptionDataset::parquet_dir(&d).unwrap();
+    let captions: Vec<&str> = ds.records.iter().map(|r| r.caption.as_str()).collect();
+    assert_eq!(
+        captions,
+        [
+            "a red bus",
+            "a png image",
+            "listed but the file is gone",
+            "second shard"
+        ],
+        "failed downloads are left out"
+    );
+    let (samples, skipped) = ds.load_batch(&[0, 1, 2, 3]);
+    assert_eq!(
+        (samples.len(), skipped),
+        (3, 1),
+        "a missing image is skipped and counted"
+    );
+    assert_eq!(samples[1].image.width, 12);
+    // A folder without tables, and a table that is not parquet, are named.
+    let empty = dir("parquet-empty");
+    let e = CaptionDataset::parquet_dir(&empty).unwrap_err().to_string();
+    assert!(e.contains(".parquet"), "{e}");
+    std::fs::write(empty.join("00000.parquet"), b"not parquet").unwrap();
+    let e = CaptionDataset::parquet_dir(&empty).unwrap_err().to_string();
+    assert!(
+        e.contains("00000.parquet") && e.contains("parquet table"),
+        "{e}"
+    );
+}

@@ -172,9 +172,9 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if !["jsonl", "webdataset", "tsv", "coco"].contains(&self.data.format.as_str()) {
+        if !["jsonl", "webdataset", "parquet", "tsv", "coco"].contains(&self.data.format.as_str()) {
             return bad(format!(
-                "data.format `{}` is not one of jsonl, webdataset, tsv, coco",
+                "data.format `{}` is not one of jsonl, webdataset, parquet, tsv, coco",
                 self.data.format
             ));
         }

@@ -161,12 +161,16 @@ impl AdaptAdamW {
         let mut total = 0f32;
         for p in &self.params {
             if let Some(g) = grad_of(&p.name, &p.var) {
-                let n = g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F32)?
-                    .to_scalar::<f32>()?
-                    .sqrt();
+                let sq = match with_cpu_f32(&g, |x| x.iter().map(|v| v * v).sum::<f32>())? {
+                    Some(sq) => sq,
+                    None => g
+                        .sqr()?
+                        .sum_all()?
+                        .to_dtype(DType::F32)?
+                        .to_scalar::<f32>()?,
+                };
+                // As the composite form: the per-tensor norm, squared back.
+                let n = sq.sqrt();
                 total += n * n;
             }
         }
@@ -247,6 +251,9 @@ impl AdaptAdamW {
             // Gradients carry the op history of the backward pass (which references the whole
             // forward graph); keeping them in the moments would keep every step's graph alive.
             let g = g.detach();
+            if let Some(()) = fused_cpu_update(&mut self.params[i], &g, coef, &self.cfg)? {
+                continue;
+            }
             let g = if coef == 1.0 { g } else { (g * coef as f64)? };
             let p = &mut self.params[i];
             p.step += 1;
@@ -325,4 +332,132 @@ impl AdaptAdamW {
         }
         Ok(())
     }
+}
+
+/// Run `f` on the f32 values of a CPU f32 tensor (made contiguous); `None` on other devices
+/// and dtypes.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    use candle_core::{CpuStorage, Storage};
+    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(f(&data[a..b])))
+}
+
+/// Run `f` on the f32 values of four CPU f32 tensors of one size (made contiguous); `None`
+/// if any is elsewhere or of another dtype.
+fn with_cpu_f32_all<R>(ts: [&Tensor; 4], f: impl FnOnce([&[f32]; 4]) -> R) -> Result<Option<R>> {
+    use candle_core::{CpuStorage, Storage};
+    let n = ts[0].elem_count();
+    if ts
+        .iter()
+        .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || t.elem_count() != n)
+    {
+        return Ok(None);
+    }
+    let cs = [
+        ts[0].contiguous()?,
+        ts[1].contiguous()?,
+        ts[2].contiguous()?,
+        ts[3].contiguous()?,
+    ];
+    let guards = [
+        cs[0].storage_and_layout(),
+        cs[1].storage_and_layout(),
+        cs[2].storage_and_layout(),
+        cs[3].storage_and_layout(),
+    ];
+    let mut slices: [&[f32]; 4] = [&[]; 4];
+    for (slot, (storage, layout)) in slices.iter_mut().zip(&guards) {
+        match (&**storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(d)), Some((a, b))) => *slot = &d[a..b],
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(f(slices)))
+}
+
+/// The update of [`AdaptAdamW::apply`] for one CPU f32 parameter in a single pass over
+/// (p, g, m, v), with the composite form's operations in the same order and f32 constants
+/// (so the result matches it to the last bit or so); `None` when not applicable.
+fn fused_cpu_update(p: &mut Param, g: &Tensor, coef: f32, cfg: &OptimConfig) -> Result<Option<()>> {
+    use rayon::prelude::*;
+    let value = p.var.as_tensor();
+    let on_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !on_cpu(value) || !on_cpu(g) || p.m.as_ref().is_some_and(|m| !on_cpu(m)) {
+        return Ok(None);
+    }
+    let (b1, b2) = cfg.betas;
+    let t = p.step + 1;
+    let lr_t = p.lr * warmup_cosine(t as f64 / cfg.total_steps.max(1) as f64, cfg.warmup);
+    let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+    let k = [
+        coef as f64 as f32,
+        b1 as f32,
+        (1.0 - b1) as f32,
+        b2 as f32,
+        (1.0 - b2) as f32,
+        (1.0 / bc2.sqrt()) as f32,
+        cfg.eps as f32,
+        (1.0 - lr_t * p.wd) as f32,
+        (lr_t / bc1) as f32,
+    ];
+    let [c, b1, nb1, b2, nb2, rbc2, eps, decay, step] = k;
+    let scale = coef != 1.0;
+    let decays = p.wd != 0.0;
+    let n = value.elem_count();
+    let (mut np, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let zeros;
+    let (m_old, v_old) = match (&p.m, &p.v) {
+        (Some(m), Some(v)) => (m.clone(), v.clone()),
+        _ => {
+            zeros = value.zeros_like()?;
+            (zeros.clone(), zeros)
+        }
+    };
+    let first = p.m.is_none();
+    let done = with_cpu_f32_all([value, g, &m_old, &v_old], |[pv, gv, mv, vv]| {
+        const CHUNK: usize = 1 << 14;
+        np.par_chunks_mut(CHUNK)
+            .zip(nm.par_chunks_mut(CHUNK))
+            .zip(nv.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(ci, ((op, om), ov))| {
+                let o = ci * CHUNK;
+                for j in 0..op.len() {
+                    let g = if scale { gv[o + j] * c } else { gv[o + j] };
+                    let m = if first {
+                        g * nb1
+                    } else {
+                        mv[o + j] * b1 + g * nb1
+                    };
+                    let gg = (g * nb2) * g;
+                    let v = if first { gg } else { vv[o + j] * b2 + gg };
+                    let denom = v.sqrt() * rbc2 + eps;
+                    let mut x = pv[o + j];
+                    if decays {
+                        x *= decay;
+                    }
+                    op[j] = x - (m * step) / denom;
+                    om[j] = m;
+                    ov[j] = v;
+                }
+            });
+    })?;
+    if done.is_none() {
+        return Ok(None);
+    }
+    let (shape, dev) = (value.shape().clone(), value.device().clone());
+    p.var.set(&Tensor::from_vec(np, shape.clone(), &dev)?)?;
+    p.m = Some(Tensor::from_vec(nm, shape.clone(), &dev)?);
+    p.v = Some(Tensor::from_vec(nv, shape, &dev)?);
+    p.step = t;
+    Ok(Some(()))
 }

@@ -66,6 +66,7 @@ fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
     let ds = match d.format.as_str() {
         "jsonl" => CaptionDataset::jsonl(&d.path)?,
         "webdataset" => CaptionDataset::webdataset_dir(&d.path)?,
+        "parquet" => CaptionDataset::parquet_dir(&d.path)?,
         "tsv" => CaptionDataset::tsv(&d.path, &images)?,
         _ => CaptionDataset::coco_karpathy(&d.path, &images, &d.split)?,
     };

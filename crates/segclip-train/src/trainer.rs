@@ -298,13 +298,10 @@ impl Trainer {
             let surrogate = ((p.text_emb * d_t.narrow(0, j * mb, mb)?)?.sum_all()?
                 + (p.image_emb * d_v.narrow(0, j * mb, mb)?)?.sum_all()?)?;
             let local = ((&p.kl * self.weights.kl)? + (&p.mae * self.weights.mae)?)?;
-            let (kl_j, mae_j) = (scalar(&p.kl)?, scalar(&p.mae)?);
-            if !(kl_j.is_finite() && mae_j.is_finite()) {
-                // Skip on every worker alike: the loss is reduced before the decision.
-                kl = f32::NAN;
-            }
-            kl += kl_j / micro as f32;
-            mae += mae_j / micro as f32;
+            // A non-finite term makes the reduced loss below non-finite on every worker alike,
+            // so all of them skip the update together.
+            kl += scalar(&p.kl)? / micro as f32;
+            mae += scalar(&p.mae)? / micro as f32;
             used = used.max(centers_used(&p.hard)?);
             let total = (surrogate + (local * local_scale)?)?;
             self.opt.collect(&total.backward()?, &mut grads)?;

@@ -3,6 +3,8 @@
 //! - **WebDataset shards** as img2dataset writes CC3M: `.tar` files whose members
 //!   `{key}.jpg|png|webp`, `{key}.txt` (caption) and `{key}.json` share a key. Shards are indexed
 //!   once (captions kept, image bytes located by offset) and images are read on demand.
+//! - **Parquet + image folders** as img2dataset's `files` output writes them: `{shard}.parquet`
+//!   (key, caption, status) beside `{shard}/{key}.jpg`; failed downloads are left out.
 //! - **TSV + image folder**: `caption<TAB>image path` lines (paths relative to the folder), the
 //!   layout of CC3M's own `Train_GCC-training.tsv` once images are downloaded by key.
 //! - **COCO captions**, Karpathy split (`dataset_coco.json` + image root): one sample per caption,
@@ -128,6 +130,91 @@ impl CaptionDataset {
             });
         }
         Self::webdataset(&shards)
+    }
+
+    /// img2dataset's `files` layout: `{shard}.parquet` tables (columns `key`, `caption`, and
+    /// `status`, where rows other than `success` are failed downloads and skipped) beside
+    /// `{shard}/{key}.jpg` image folders.
+    pub fn parquet_dir(dir: &Path) -> Result<Self> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::Field;
+        let mut tables: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| file_err(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        tables.sort();
+        if tables.is_empty() {
+            return Err(Error::Layout {
+                dataset: "img2dataset parquet".into(),
+                what: "at least one .parquet table".into(),
+                path: dir.display().to_string(),
+            });
+        }
+        let mut records = Vec::new();
+        for table in &tables {
+            let bad = |e: &dyn std::fmt::Display| {
+                file_err(table, format!("not a readable parquet table: {e}"))
+            };
+            let file = std::fs::File::open(table).map_err(|e| file_err(table, e))?;
+            let reader = SerializedFileReader::new(file).map_err(|e| bad(&e))?;
+            let columns: Vec<String> = reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
+            for need in ["key", "caption"] {
+                if !columns.iter().any(|c| c == need) {
+                    return Err(file_err(
+                        table,
+                        format!("no `{need}` column (columns: {})", columns.join(", ")),
+                    ));
+                }
+            }
+            if columns.iter().any(|c| c == "jpg") {
+                return Err(file_err(
+                    table,
+                    "images are embedded in the table (img2dataset --output_format parquet); \
+                     write them as files or webdataset shards instead",
+                ));
+            }
+            let folder = dir.join(table.file_stem().unwrap_or_default());
+            for row in reader.get_row_iter(None).map_err(|e| bad(&e))? {
+                let row = row.map_err(|e| bad(&e))?;
+                let (mut key, mut caption, mut ok) = (None, None, true);
+                for (name, field) in row.get_column_iter() {
+                    let text = match field {
+                        Field::Str(v) => Some(v.clone()),
+                        Field::Long(v) => Some(v.to_string()),
+                        Field::Int(v) => Some(v.to_string()),
+                        _ => None,
+                    };
+                    match name.as_str() {
+                        "key" => key = text,
+                        "caption" => caption = text,
+                        "status" => ok = text.as_deref() == Some("success"),
+                        _ => {}
+                    }
+                }
+                let (Some(key), Some(caption), true) = (key, caption, ok) else {
+                    continue;
+                };
+                let image = IMAGE_EXTS
+                    .iter()
+                    .map(|ext| folder.join(format!("{key}.{ext}")))
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| folder.join(format!("{key}.jpg")));
+                records.push(CaptionRecord {
+                    key: image.display().to_string(),
+                    caption,
+                    image: ImageRef::File(image),
+                });
+            }
+        }
+        Ok(Self { records })
     }
 
     /// `caption<TAB>image` lines; image paths relative to `image_root`.
