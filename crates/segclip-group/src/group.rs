@@ -167,7 +167,7 @@ impl SemanticGroup {
         &self,
         p: &Tensor,
         gumbel: Option<&Tensor>,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Result<GroupOutput> {
         let (b, _, c) = p.dims3()?;
         let l = self.cfg.num_centers;
@@ -200,7 +200,7 @@ impl SemanticGroup {
         let counts = counts.gt(1f32)?.where_cond(&counts, &counts.ones_like()?)?;
         let s = hard.matmul(&v)?.broadcast_div(&counts)?;
         let regions = self.proj_o.forward(&(&q + s)?)?;
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.record("group.centers", &q);
             t.record("group.keys", &k);
             t.record("group.values", &v);

@@ -86,7 +86,7 @@ impl MaskedBranch {
         for blk in &self.layers_mae2 {
             y = blk.forward(&y, None)?;
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.record("train.mae.hidden", &y);
         }
         let decoder_input = Tensor::cat(&[&y.mean_keepdim(1)?, &y], 1)?;

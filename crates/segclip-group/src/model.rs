@@ -83,7 +83,7 @@ impl SegClipVisual {
                 }
             }
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.record("vision.after_layers0", &x);
         }
         Ok((x, grid))
@@ -93,7 +93,7 @@ impl SegClipVisual {
     pub fn embed_regions(
         &self,
         regions: &Tensor,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
     ) -> Result<(Tensor, Tensor)> {
         let mut x = regions.clone();
         for blk in &self.layers2 {
@@ -104,7 +104,7 @@ impl SegClipVisual {
         let l = x.dim(1)?;
         let image_emb = hidden.narrow(1, 0, 1)?.squeeze(1)?;
         let region_emb = hidden.narrow(1, 1, l)?;
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.record("vision.after_layers2", &x);
             t.record("vision.hidden", &hidden);
             t.record("vision.image_emb", &image_emb);

@@ -166,7 +166,7 @@ impl TrainingModel {
                 .decoder
                 .forward(&out.decoder_input, &noise.ids_restore)?;
             let target = patchify_pqc(&batch.pixels, m.config().vision.patch_size)?;
-            if let Some(t) = trace.as_deref_mut() {
+            if let Some(t) = trace {
                 t.record("train.mae.pred", &pred);
             }
             masked_mse(&pred, &target, &noise.mask)?
@@ -205,7 +205,7 @@ impl TrainingModel {
         };
         let (text_emb, l_kl, l_mae) = (&p.text_emb, p.kl, p.mae);
         let total = (((&l_con * w.contrastive)? + (&l_kl * w.kl)?)? + (&l_mae * w.mae)?)?;
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.record("train.text_emb", text_emb);
             t.record("train.image_emb", &p.image_emb);
             t.record("train.logits_t2v", &t2v);

@@ -68,7 +68,7 @@ fn sorted_order(costs: &[f64]) -> Vec<u32> {
         for &v in &a {
             count[digit(v)] += 1;
         }
-        if count.iter().any(|&c| c == a.len()) {
+        if count.contains(&a.len()) {
             continue;
         }
         let mut sum = 0;

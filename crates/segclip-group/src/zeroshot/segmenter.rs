@@ -118,7 +118,7 @@ pub fn slide_windows(
     crop: usize,
     stride: usize,
 ) -> Vec<(usize, usize, usize, usize)> {
-    let grids = |n: usize| (n.saturating_sub(crop) + stride - 1) / stride + 1;
+    let grids = |n: usize| n.saturating_sub(crop).div_ceil(stride) + 1;
     let mut out = Vec::new();
     for hi in 0..grids(h) {
         for wi in 0..grids(w) {
@@ -138,10 +138,10 @@ pub fn run_crops(
     pixels: &Tensor,
     text: &[f32],
     opts: &DecodeOptions,
-    mut trace: Option<&mut Trace>,
+    trace: Option<&mut Trace>,
 ) -> Result<Vec<CropDecode>> {
     let (b, _, h, w) = pixels.dims4()?;
-    let out = model.visual.forward(pixels, None, trace.as_deref_mut())?;
+    let out = model.visual.forward(pixels, None, trace)?;
     let scale = model.logit_scale_exp()?;
     let l = out.soft.dim(1)?;
     let soft: Vec<f32> = out.soft.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
