@@ -20,38 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from visual_vs_pytorch import Block, CrossBlock, QuickGELU  # the shared CLIP blocks
+
 C, HEADS, D, L, TW, TH, VOCAB, CTX = 768, 12, 512, 8, 512, 8, 49408, 32
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x):
-        return x * torch.sigmoid(1.702 * x)
-
-
-class Block(nn.Module):
-    def __init__(self, w, heads, eps=1e-5, act=None):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(w, eps=eps), nn.LayerNorm(w, eps=eps)
-        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), act or QuickGELU(), nn.Linear(4 * w, w))
-
-    def forward(self, x, mask=None):
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class CrossBlock(nn.Module):
-    def __init__(self, w, heads):
-        super().__init__()
-        self.ln_x, self.ln_k, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w), nn.LayerNorm(w)
-        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), QuickGELU(), nn.Linear(4 * w, w))
-
-    def forward(self, q, kv):
-        kv = self.ln_k(kv)
-        q = q + self.attn(self.ln_x(q), kv, kv, need_weights=False)[0]
-        return q + self.mlp(self.ln_2(q))
 
 
 class Group(nn.Module):

@@ -26,15 +26,17 @@ class QuickGELU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, w, heads):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(w), nn.LayerNorm(w)
-        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), QuickGELU(), nn.Linear(4 * w, w))
+    """Pre-norm transformer block: CLIP's (QuickGELU) by default, timm's with `act=nn.GELU()`."""
 
-    def forward(self, x):
+    def __init__(self, w, heads, eps=1e-5, act=None):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(w, eps=eps), nn.LayerNorm(w, eps=eps)
+        self.attn = nn.MultiheadAttention(w, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(w, 4 * w), act or QuickGELU(), nn.Linear(4 * w, w))
+
+    def forward(self, x, mask=None):
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
         return x + self.mlp(self.ln_2(x))
 
 

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::nccl::result::NcclError;
 use cudarc::nccl::{Comm, Id, ReduceOp};
 
 use super::Communicator;
@@ -83,12 +84,34 @@ impl Nccl {
         Ok(Self { stream, comm })
     }
 
-    fn host(x: &Tensor) -> Result<Vec<f32>> {
-        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-    }
-
-    fn back(&self, v: Vec<f32>, dims: Vec<usize>, like: &Tensor) -> Result<Tensor> {
-        Ok(Tensor::from_vec(v, dims, like.device())?.to_dtype(like.dtype())?)
+    /// Copy `x` to this worker's GPU, run `collective(send, recv)` into a buffer of
+    /// `out_len` values, and copy the result back as a tensor of `dims` on `x`'s device.
+    fn staged(
+        &self,
+        x: &Tensor,
+        out_len: usize,
+        dims: Vec<usize>,
+        what: &str,
+        collective: impl FnOnce(
+            &CudaSlice<f32>,
+            &mut CudaSlice<f32>,
+        ) -> std::result::Result<(), NcclError>,
+    ) -> Result<Tensor> {
+        let host = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let send = self
+            .stream
+            .clone_htod(&host)
+            .map_err(|e| nccl_err("copy to device", e))?;
+        let mut recv = self
+            .stream
+            .alloc_zeros::<f32>(out_len)
+            .map_err(|e| nccl_err("alloc", e))?;
+        collective(&send, &mut recv).map_err(|e| nccl_err(what, e))?;
+        let out = self
+            .stream
+            .clone_dtoh(&recv)
+            .map_err(|e| nccl_err("copy to host", e))?;
+        Ok(Tensor::from_vec(out, dims, x.device())?.to_dtype(x.dtype())?)
     }
 }
 
@@ -100,41 +123,20 @@ impl Communicator for Nccl {
         self.comm.world_size()
     }
     fn all_gather(&self, x: &Tensor) -> Result<Tensor> {
-        let send = self
-            .stream
-            .clone_htod(&Self::host(x)?)
-            .map_err(|e| nccl_err("copy to device", e))?;
-        let mut recv = self
-            .stream
-            .alloc_zeros::<f32>(x.elem_count() * self.world_size())
-            .map_err(|e| nccl_err("alloc", e))?;
-        self.comm
-            .all_gather(&send, &mut recv)
-            .map_err(|e| nccl_err("all_gather", e))?;
-        let out = self
-            .stream
-            .clone_dtoh(&recv)
-            .map_err(|e| nccl_err("copy to host", e))?;
         let mut dims = x.dims().to_vec();
         dims[0] *= self.world_size();
-        self.back(out, dims, x)
+        let n = x.elem_count() * self.world_size();
+        self.staged(x, n, dims, "all_gather", |s, r| {
+            self.comm.all_gather(s, r).map(|_| ())
+        })
     }
     fn all_reduce_sum(&self, x: &Tensor) -> Result<Tensor> {
-        let send = self
-            .stream
-            .clone_htod(&Self::host(x)?)
-            .map_err(|e| nccl_err("copy to device", e))?;
-        let mut recv = self
-            .stream
-            .alloc_zeros::<f32>(x.elem_count())
-            .map_err(|e| nccl_err("alloc", e))?;
-        self.comm
-            .all_reduce(&send, &mut recv, &ReduceOp::Sum)
-            .map_err(|e| nccl_err("all_reduce", e))?;
-        let out = self
-            .stream
-            .clone_dtoh(&recv)
-            .map_err(|e| nccl_err("copy to host", e))?;
-        self.back(out, x.dims().to_vec(), x)
+        self.staged(
+            x,
+            x.elem_count(),
+            x.dims().to_vec(),
+            "all_reduce",
+            |s, r| self.comm.all_reduce(s, r, &ReduceOp::Sum).map(|_| ()),
+        )
     }
 }
