@@ -285,3 +285,37 @@ fn wrong_checkpoints_are_named() {
     expect_error(&img, "cat", &workdir().join("nope.bin"), "no such file");
     expect_error(&img, "cat", workdir(), "directory");
 }
+
+#[test]
+fn unknown_or_unavailable_devices_are_named() {
+    let w = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/datasets/default/segclip-synth.safetensors"
+    );
+    for (device, needle) in [
+        ("tpu", "is not cpu, cuda[:N] or metal[:N]"),
+        ("cuda:x", "`x` is not a device number"),
+        #[cfg(not(feature = "cuda"))]
+        ("cuda", "--features cuda"),
+        #[cfg(not(feature = "metal"))]
+        ("metal:1", "--features metal"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_segclip"))
+            .args([
+                "--device",
+                device,
+                "eval",
+                "--dataset",
+                "synth",
+                "--count",
+                "1",
+                "--weights",
+                w,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{device}: {err}");
+        assert!(err.contains(needle), "{device}: {err}");
+    }
+}
