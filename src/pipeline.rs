@@ -63,10 +63,19 @@ impl Segmenter {
     pub fn load(weights: &str, device: &Device) -> Result<Self> {
         let model = SegClip::load(weights, device)
             .with_context(|| format!("loading weights `{weights}`"))?;
+        // The official evaluation rescales to the model's input side and slides crops of that
+        // side (224 for ViT-B/16); a model trained at another size gets its own.
+        let side = model.config().vision.image_size;
+        let options = SegmentOptions {
+            short_side: side,
+            crop: side,
+            stride: side,
+            ..Default::default()
+        };
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
             model,
-            options: SegmentOptions::default(),
+            options,
             templates: Templates::Simple,
             weights: weights.to_string(),
         })

@@ -26,6 +26,9 @@ fn embedded_default_segments_a_sample() {
         )
         .unwrap();
     assert_eq!((seg.width, seg.height), (112, 112));
+    // Rescaled and cropped at the model's own input size, not ViT-B/16's 224.
+    assert_eq!(seg.model_size, (112, 112));
+    assert_eq!(seg.windows.len(), 1);
     assert!((seg.fractions().iter().sum::<f64>() - 1.0).abs() < 1e-9);
     assert!(files.overlay.exists() && files.labels.exists() && files.json.exists());
     std::fs::remove_dir_all(out).ok();
