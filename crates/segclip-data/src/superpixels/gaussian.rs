@@ -26,6 +26,8 @@ fn reflect(i: isize, n: usize) -> usize {
     m as usize
 }
 
+/// Filter one line: `src` extended by reflection into `line`, then each output as the centre
+/// tap plus outer pairs inwards, accumulated across the whole line at once (so it vectorises).
 fn filter_line(src: &[f64], dst: &mut [f64], w: &[f64], line: &mut Vec<f64>) {
     let n = src.len();
     let r = w.len() / 2;
@@ -33,13 +35,15 @@ fn filter_line(src: &[f64], dst: &mut [f64], w: &[f64], line: &mut Vec<f64>) {
     line.extend((0..r).map(|i| src[reflect(i as isize - r as isize, n)]));
     line.extend_from_slice(src);
     line.extend((n..n + r).map(|i| src[reflect(i as isize, n)]));
-    for (i, d) in dst.iter_mut().enumerate() {
-        let c = i + r;
-        let mut t = line[c] * w[r];
-        for j in (1..=r).rev() {
-            t += (line[c - j] + line[c + j]) * w[r - j];
+    for (d, &c) in dst.iter_mut().zip(&line[r..r + n]) {
+        *d = c * w[r];
+    }
+    for j in (1..=r).rev() {
+        let wj = w[r - j];
+        let (left, right) = (&line[r - j..r - j + n], &line[r + j..r + j + n]);
+        for ((d, &a), &b) in dst.iter_mut().zip(left).zip(right) {
+            *d += (a + b) * wj;
         }
-        *d = t;
     }
 }
 
