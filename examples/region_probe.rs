@@ -5,7 +5,15 @@
 //!   assignment (1.0 = some center holds exactly that object);
 //! - naming: for each center whose patches are mostly one object, whether the nearest class
 //!   prompt to its region embedding is that object's class (and its colour, its shape);
-//! - image level: whether the image embedding's nearest class is one of the scene's objects.
+//! - image level: whether the image embedding's nearest class is one of the scene's objects;
+//! - what the region embeddings hold: a linear probe (softmax regression) on the object regions'
+//!   embeddings, fitted on the first half of the scenes and scored on the second, for shape and
+//!   for colour, and the same on each object's mean patch token after the first blocks. A
+//!   shape probe far above the prompts' shape accuracy means the image side encodes shape and
+//!   the text alignment does not use it.
+//!
+//! `WEIGHTS` may be `seeded` for the parity generator's random weights of
+//! `datasets/synth/model.json` (a random-features baseline for the probes).
 //!
 //! ```text
 //! cargo run --release --example region_probe -- WEIGHTS [COUNT] [SEED]
@@ -16,6 +24,8 @@ use segclip::data::synth::{self, Split};
 use segclip::group::zeroshot::classes::l2_normalize_rows;
 use segclip::group::zeroshot::resize::normalize_clip;
 use segclip::group::zeroshot::{ClassList, Templates, TextClassifier};
+use segclip::group::SegClipConfig;
+use segclip::group::model::seeded_state_dict;
 use segclip::group::SegClip;
 
 fn main() -> anyhow::Result<()> {
@@ -26,7 +36,12 @@ fn main() -> anyhow::Result<()> {
     let count: usize = args.get(1).map_or(Ok(200), |s| s.parse())?;
     let seed: u64 = args.get(2).map_or(Ok(1000), |s| s.parse())?;
     let device = Device::Cpu;
-    let model = SegClip::load(weights, &device)?;
+    let model = if weights == "seeded" {
+        let cfg = SegClipConfig::from_file(std::path::Path::new("datasets/synth/model.json"))?;
+        SegClip::from_state_dict(seeded_state_dict(&cfg, 0, &device)?, &cfg, &device)?
+    } else {
+        SegClip::load(weights, &device)?
+    };
     let cfg = model.config().clone();
     let size = cfg.vision.image_size;
     let patch = cfg.vision.patch_size;
@@ -40,6 +55,11 @@ fn main() -> anyhow::Result<()> {
     let (mut reg_n, mut reg_ok, mut reg_col, mut reg_shape, mut purity_sum) = (0, 0, 0, 0, 0f64);
     let (mut bg_regions, mut centers_used) = (0usize, 0usize);
     let (mut img_n, mut img_ok) = (0usize, 0usize);
+    // (region embedding, colour, shape, scene index) of object-majority regions.
+    let mut probe: Vec<(Vec<f32>, usize, usize, usize)> = Vec::new();
+    // The same for each object's mean patch token (B = 1).
+    let mut probe_patch: Vec<(Vec<f32>, usize, usize, usize)> = Vec::new();
+    let reg_rows_of = |t: &Tensor| t.to_vec2::<f32>();
     for i in 0..count {
         let s = synth::scene(seed, i as u64, size, Split::Test);
         let px = normalize_clip(&s.image.data, (size, size));
@@ -63,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         let l = out.region_emb.dim(1)?;
         let reg = l2_normalize_rows(&out.region_emb.i(0)?)?;
         let sims = reg.matmul(&text.t()?)?.to_vec2::<f32>()?; // (L, K)
+        let reg_rows = reg_rows_of(&reg)?;
         let img = l2_normalize_rows(&out.image_emb)?;
         let isim = img.matmul(&text.t()?)?.to_vec2::<f32>()?[0].clone();
         let present: Vec<u8> = {
@@ -76,9 +97,17 @@ fn main() -> anyhow::Result<()> {
             let top = argmax(&isim) as u8 + 1;
             img_ok += present.contains(&top) as usize;
         }
+        let tokens = model.visual.encode_patches(&px, None)?.0.i(0)?.to_vec2::<f32>()?;
         for &c in &present {
             obj_n += 1;
             let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
+            let mut mean = vec![0f32; tokens[0].len()];
+            let members = obj.iter().filter(|&&o| o).count() as f32;
+            for (t, _) in tokens.iter().zip(&obj).filter(|(_, &o)| o) {
+                mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / members);
+            }
+            let c0 = c as usize - 1;
+            probe_patch.push((mean, c0 / nshapes, c0 % nshapes, i));
             let best = (0..l)
                 .map(|k| {
                     let inter = (0..n).filter(|&p| obj[p] && hard[p] == k as u32).count();
@@ -107,6 +136,7 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             reg_n += 1;
+            probe.push((reg_rows[k].clone(), (maj - 1) / nshapes, (maj - 1) % nshapes, i));
             purity_sum += hist[maj] as f64 / members.len() as f64;
             let pred = argmax(&sims[k]) + 1;
             reg_ok += (pred == maj) as usize;
@@ -133,7 +163,65 @@ fn main() -> anyhow::Result<()> {
         pct(reg_shape, reg_n)
     );
     println!("image top-1 class present: {:.1}%", pct(img_ok, img_n));
+    type Row = (Vec<f32>, usize, usize, usize);
+    let probe_fit = |rows: &[Row], label: fn(&Row) -> usize, classes: usize| {
+        let (train, test): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.3 < count / 2);
+        let xs: Vec<&[f32]> = train.iter().map(|r| r.0.as_slice()).collect();
+        let ys: Vec<usize> = train.iter().map(|r| label(r)).collect();
+        let w = softmax_regression(&xs, &ys, classes);
+        let ok = test
+            .iter()
+            .filter(|r| argmax(&logits(&w, &r.0)) == label(r))
+            .count();
+        (pct(ok, test.len()), train.len(), test.len())
+    };
+    for (what, rows) in [
+        ("region embeddings", &probe),
+        ("object mean patch tokens", &probe_patch),
+    ] {
+        let (shape, ntrain, ntest) = probe_fit(rows, |r| r.2, nshapes);
+        let (colour, _, _) = probe_fit(rows, |r| r.1, synth::COLOURS.len());
+        println!(
+            "linear probe on {what} ({ntrain} train / {ntest} test): shape {shape:.1}%  colour {colour:.1}%"
+        );
+    }
     Ok(())
+}
+
+/// Class scores of `x` under weights `w` ((classes, dim + 1), bias last).
+fn logits(w: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    w.iter()
+        .map(|row| row[x.len()] + row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>())
+        .collect()
+}
+
+/// Multinomial logistic regression by full-batch gradient descent (L2 1e-4), 2000 steps.
+fn softmax_regression(xs: &[&[f32]], ys: &[usize], classes: usize) -> Vec<Vec<f32>> {
+    let dim = xs.first().map_or(0, |x| x.len());
+    let mut w = vec![vec![0f32; dim + 1]; classes];
+    let n = xs.len().max(1) as f32;
+    for _ in 0..2000 {
+        let mut grad = vec![vec![0f32; dim + 1]; classes];
+        for (x, &y) in xs.iter().zip(ys) {
+            let z = logits(&w, x);
+            let m = z.iter().fold(f32::MIN, |a, &b| a.max(b));
+            let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            for (c, g) in grad.iter_mut().enumerate() {
+                let d = e[c] / sum - (c == y) as u8 as f32;
+                for (gj, xj) in g.iter_mut().zip(x.iter()) {
+                    *gj += d * xj;
+                }
+                g[dim] += d;
+            }
+        }
+        for (row, g) in w.iter_mut().zip(&grad) {
+            for (wj, gj) in row.iter_mut().zip(g) {
+                *wj -= 2.0 * (gj / n + 1e-4 * *wj);
+            }
+        }
+    }
+    w
 }
 
 fn argmax(v: &[f32]) -> usize {

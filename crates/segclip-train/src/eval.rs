@@ -88,6 +88,9 @@ impl IouAccumulator {
 pub trait EvalSource {
     fn classes(&self) -> Vec<String>;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Image and ground-truth labels (255 = ignore) of sample `i`.
     fn sample(&self, i: usize) -> Result<(RgbImage, Vec<u8>)>;
 }

@@ -187,6 +187,8 @@ fn packed_attention_cpu(
     let mut out = vec![0f32; b * n * c];
     let dst = SendPtr(out.as_mut_ptr());
     (0..b * heads).into_par_iter().for_each(|task| {
+        // Capture the whole `SendPtr` (a closure would otherwise capture its non-Send field).
+        #[allow(clippy::redundant_locals)]
         let dst = dst;
         let (bi, h) = (task / heads, task % heads);
         let base = bi * n * c3 + h * d;

@@ -288,8 +288,8 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
                     continue;
                 }
                 let (cy, cx) = (c[0], c[1]);
-                for x in x0..x1 {
-                    dx2[x] = (cx - x as f64) * (cx - x as f64);
+                for (x, d) in dx2.iter_mut().enumerate().take(x1).skip(x0) {
+                    *d = (cx - x as f64) * (cx - x as f64);
                 }
                 for y in y0..y1 {
                     let dy = (cy - y as f64) * (cy - y as f64);

@@ -207,7 +207,8 @@ pub fn segment(
     let mut count = vec![0u16; h * w];
     // Windows of one size form a batch (the last row/column may be narrower on small images).
     let mut done = 0;
-    let mut groups: Vec<((usize, usize), Vec<(usize, usize, usize, usize)>)> = Vec::new();
+    type Window = (usize, usize, usize, usize);
+    let mut groups: Vec<((usize, usize), Vec<Window>)> = Vec::new();
     for win in &windows {
         match groups.iter_mut().find(|(s, _)| *s == (win.2, win.3)) {
             Some((_, v)) => v.push(*win),
