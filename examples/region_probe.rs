@@ -8,7 +8,8 @@
 //! - image level: whether the image embedding's nearest class is one of the scene's objects;
 //! - what the region embeddings hold: a linear probe (softmax regression) on the object regions'
 //!   embeddings, fitted on the first half of the scenes and scored on the second, for shape and
-//!   for colour, and the same on each object's mean patch token after the first blocks. A
+//!   for colour, and the same on the mean and max of each object's patch tokens after the
+//!   first blocks. A
 //!   shape probe far above the prompts' shape accuracy means the image side encodes shape and
 //!   the text alignment does not use it.
 //!
@@ -101,13 +102,19 @@ fn main() -> anyhow::Result<()> {
         for &c in &present {
             obj_n += 1;
             let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
-            let mut mean = vec![0f32; tokens[0].len()];
+            // Mean and max of the object's patch tokens (a max can keep a corner's feature).
+            let dim = tokens[0].len();
+            let mut pooled = vec![0f32; dim];
+            pooled.extend(std::iter::repeat_n(f32::MIN, dim));
             let members = obj.iter().filter(|&&o| o).count() as f32;
             for (t, _) in tokens.iter().zip(&obj).filter(|(_, &o)| o) {
-                mean.iter_mut().zip(t).for_each(|(m, v)| *m += v / members);
+                for (j, v) in t.iter().enumerate() {
+                    pooled[j] += v / members;
+                    pooled[dim + j] = pooled[dim + j].max(*v);
+                }
             }
             let c0 = c as usize - 1;
-            probe_patch.push((mean, c0 / nshapes, c0 % nshapes, i));
+            probe_patch.push((pooled, c0 / nshapes, c0 % nshapes, i));
             let best = (0..l)
                 .map(|k| {
                     let inter = (0..n).filter(|&p| obj[p] && hard[p] == k as u32).count();
@@ -177,7 +184,7 @@ fn main() -> anyhow::Result<()> {
     };
     for (what, rows) in [
         ("region embeddings", &probe),
-        ("object mean patch tokens", &probe_patch),
+        ("object patch tokens (mean, max)", &probe_patch),
     ] {
         let (shape, ntrain, ntest) = probe_fit(rows, |r| r.2, nshapes);
         let (colour, _, _) = probe_fit(rows, |r| r.1, synth::COLOURS.len());

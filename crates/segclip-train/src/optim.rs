@@ -288,13 +288,14 @@ impl AdaptAdamW {
         Ok(())
     }
 
-    /// The moments and step counts, as tensors named `m.<param>`, `v.<param>`, `t.<param>`.
+    /// The moments and step counts, as tensors named `m.<param>`, `v.<param>`, `t.<param>`
+    /// (copies: the moments are updated in place).
     pub fn state(&self) -> Result<std::collections::HashMap<String, Tensor>> {
         let mut out = std::collections::HashMap::new();
         for p in &self.params {
             if let (Some(m), Some(v)) = (&p.m, &p.v) {
-                out.insert(format!("m.{}", p.name), m.clone());
-                out.insert(format!("v.{}", p.name), v.clone());
+                out.insert(format!("m.{}", p.name), m.copy()?);
+                out.insert(format!("v.{}", p.name), v.copy()?);
                 out.insert(
                     format!("t.{}", p.name),
                     Tensor::new(p.step as u32, m.device())?,
@@ -313,8 +314,9 @@ impl AdaptAdamW {
                 state.get(&format!("t.{}", p.name)),
             ) {
                 let dev = p.var.as_tensor().device();
-                p.m = Some(m.to_device(dev)?);
-                p.v = Some(v.to_device(dev)?);
+                // Own copies: the moments are updated in place.
+                p.m = Some(m.to_device(dev)?.copy()?);
+                p.v = Some(v.to_device(dev)?.copy()?);
                 p.step = t.to_scalar::<u32>()? as usize;
             }
         }
@@ -351,37 +353,35 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>>
     Ok(Some(f(&data[a..b])))
 }
 
-/// Run `f` on the f32 values of four CPU f32 tensors of one size (made contiguous); `None`
-/// if any is elsewhere or of another dtype.
-fn with_cpu_f32_all<R>(ts: [&Tensor; 4], f: impl FnOnce([&[f32]; 4]) -> R) -> Result<Option<R>> {
-    use candle_core::{CpuStorage, Storage};
-    let n = ts[0].elem_count();
-    if ts
-        .iter()
-        .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || t.elem_count() != n)
-    {
-        return Ok(None);
+/// An in-place op that hands the f32 values of a contiguous CPU tensor to a closure.
+struct Mutate<F>(std::cell::RefCell<F>);
+
+impl<F: FnMut(&mut [f32]) -> candle_core::Result<()>> candle_core::InplaceOp1 for Mutate<F> {
+    fn name(&self) -> &'static str {
+        "mutate-f32"
     }
-    let cs = [
-        ts[0].contiguous()?,
-        ts[1].contiguous()?,
-        ts[2].contiguous()?,
-        ts[3].contiguous()?,
-    ];
-    let guards = [
-        cs[0].storage_and_layout(),
-        cs[1].storage_and_layout(),
-        cs[2].storage_and_layout(),
-        cs[3].storage_and_layout(),
-    ];
-    let mut slices: [&[f32]; 4] = [&[]; 4];
-    for (slot, (storage, layout)) in slices.iter_mut().zip(&guards) {
-        match (&**storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(d)), Some((a, b))) => *slot = &d[a..b],
-            _ => return Ok(None),
-        }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (candle_core::CpuStorage::F32(data), Some((a, b))) =
+            (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("mutate-f32: not a contiguous f32 tensor");
+        };
+        (self.0.borrow_mut())(&mut data[a..b])
     }
-    Ok(Some(f(slices)))
+}
+
+/// Run `f` on the values of `t` in place (a contiguous CPU f32 tensor; its storage is
+/// shared with every clone of `t`, a `Var`'s included).
+fn with_mut_f32(
+    t: &Tensor,
+    f: impl FnMut(&mut [f32]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    t.inplace_op1(&Mutate(std::cell::RefCell::new(f)))
 }
 
 /// The update of [`AdaptAdamW::apply`] for one CPU f32 parameter in a single pass over
@@ -412,52 +412,97 @@ fn fused_cpu_update(p: &mut Param, g: &Tensor, coef: f32, cfg: &OptimConfig) -> 
     let [c, b1, nb1, b2, nb2, rbc2, eps, decay, step] = k;
     let scale = coef != 1.0;
     let decays = p.wd != 0.0;
-    let n = value.elem_count();
-    let (mut np, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    let zeros;
-    let (m_old, v_old) = match (&p.m, &p.v) {
-        (Some(m), Some(v)) => (m.clone(), v.clone()),
-        _ => {
-            zeros = value.zeros_like()?;
-            (zeros.clone(), zeros)
-        }
-    };
-    let first = p.m.is_none();
-    let done = with_cpu_f32_all([value, g, &m_old, &v_old], |[pv, gv, mv, vv]| {
-        const CHUNK: usize = 1 << 14;
-        np.par_chunks_mut(CHUNK)
-            .zip(nm.par_chunks_mut(CHUNK))
-            .zip(nv.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(ci, ((op, om), ov))| {
-                let o = ci * CHUNK;
-                for j in 0..op.len() {
-                    let g = if scale { gv[o + j] * c } else { gv[o + j] };
-                    let m = if first {
-                        g * nb1
-                    } else {
-                        mv[o + j] * b1 + g * nb1
-                    };
-                    let gg = (g * nb2) * g;
-                    let v = if first { gg } else { vv[o + j] * b2 + gg };
-                    let denom = v.sqrt() * rbc2 + eps;
-                    let mut x = pv[o + j];
-                    if decays {
-                        x *= decay;
-                    }
-                    op[j] = x - (m * step) / denom;
-                    om[j] = m;
-                    ov[j] = v;
-                }
-            });
-    })?;
-    if done.is_none() {
+    if !value.is_contiguous() || g.elem_count() != value.elem_count() {
         return Ok(None);
     }
-    let (shape, dev) = (value.shape().clone(), value.device().clone());
-    p.var.set(&Tensor::from_vec(np, shape.clone(), &dev)?)?;
-    p.m = Some(Tensor::from_vec(nm, shape.clone(), &dev)?);
-    p.v = Some(Tensor::from_vec(nv, shape, &dev)?);
+    // The moments live in their own tensors, updated in place like the parameter: no
+    // allocation, no copy (zeros at the first step give the composite form's first values).
+    if p.m.is_none() || p.v.is_none() {
+        p.m = Some(value.zeros_like()?);
+        p.v = Some(value.zeros_like()?);
+    }
+    let (m, v) = (p.m.clone().unwrap(), p.v.clone().unwrap());
+    let update = |pv: &mut [f32], mv: &mut [f32], vv: &mut [f32], gv: &[f32]| {
+        const CHUNK: usize = 1 << 14;
+        pv.par_chunks_mut(CHUNK)
+            .zip(mv.par_chunks_mut(CHUNK))
+            .zip(vv.par_chunks_mut(CHUNK))
+            .zip(gv.par_chunks(CHUNK))
+            .for_each(|(((pc, mc), vc), gc)| {
+                for (((x, m), v), &g) in pc.iter_mut().zip(mc).zip(vc).zip(gc) {
+                    let g = if scale { g * c } else { g };
+                    *m = *m * b1 + g * nb1;
+                    *v = *v * b2 + (g * nb2) * g;
+                    let denom = v.sqrt() * rbc2 + eps;
+                    if decays {
+                        *x *= decay;
+                    }
+                    *x -= (*m * step) / denom;
+                }
+            });
+    };
+    with_mut_f32(value, |pv| {
+        with_mut_f32(&m, |mv| {
+            with_mut_f32(&v, |vv| {
+                match with_cpu_f32(g, |gv| update(&mut *pv, &mut *mv, &mut *vv, gv)) {
+                    Ok(Some(())) => Ok(()),
+                    Ok(None) => candle_core::bail!("gradient is not a CPU f32 tensor"),
+                    Err(e) => candle_core::bail!("{e}"),
+                }
+            })
+        })
+    })?;
     p.step = t;
     Ok(Some(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The in-place CPU update against the module doc's formulas in f64, over three steps (the
+    /// moments' first values and their updates), with decay and a clip coefficient.
+    #[test]
+    fn in_place_update_follows_the_formulas() {
+        let cfg = OptimConfig {
+            lr: 1e-2,
+            lower_lr: 1e-2,
+            total_steps: 10,
+            warmup: 0.0,
+            freeze: false,
+            ..Default::default()
+        };
+        let p0 = [0.5f32, -1.0, 2.0, 0.0];
+        let var = Var::from_slice(&p0, 4, &Device::Cpu).unwrap();
+        let mut opt = AdaptAdamW::new([("blocks.w".to_string(), var.clone())], cfg.clone());
+        let grads = [[0.1f32, -0.2, 0.3, 0.0], [1.0, 0.5, -0.5, 2.0], [-0.3, 0.0, 0.1, 1.0]];
+        let coef = 0.5f64;
+        let (mut p, mut m, mut v) = (p0.map(|x| x as f64), [0f64; 4], [0f64; 4]);
+        let (b1, b2) = cfg.betas;
+        for (t, g) in grads.iter().enumerate() {
+            let gt = Tensor::from_slice(g, 4, &Device::Cpu).unwrap();
+            opt.apply(&|_, _| Some(gt.clone()), coef as f32).unwrap();
+            let t = t + 1;
+            let lr = cfg.lr * warmup_cosine(t as f64 / cfg.total_steps as f64, cfg.warmup);
+            for j in 0..4 {
+                let g = g[j] as f64 * coef;
+                m[j] = b1 * m[j] + (1.0 - b1) * g;
+                v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                p[j] *= 1.0 - lr * cfg.weight_decay;
+                let denom = v[j].sqrt() / (1.0 - b2.powi(t as i32)).sqrt() + cfg.eps;
+                p[j] -= lr / (1.0 - b1.powi(t as i32)) * m[j] / denom;
+            }
+            let got = var.as_tensor().to_vec1::<f32>().unwrap();
+            for j in 0..4 {
+                assert!((got[j] as f64 - p[j]).abs() < 1e-6, "step {t}: {got:?} vs {p:?}");
+            }
+        }
+        // The moments are saved for checkpoints.
+        let state = opt.state().unwrap();
+        let saved_m = state["m.blocks.w"].to_vec1::<f32>().unwrap();
+        for j in 0..4 {
+            assert!((saved_m[j] as f64 - m[j]).abs() < 1e-7);
+        }
+    }
 }
