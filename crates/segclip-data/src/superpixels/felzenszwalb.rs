@@ -20,8 +20,9 @@
 //! - the edges are radix-sorted on `(f32 weight, id)`; runs of equal f32 weights are then put in
 //!   exact f64 order;
 //! - the first pass decides each merge on the f32 weights and the f32 weights of the edges that
-//!   last grew each component, and reads exact f64 weights only when the two are closer than
-//!   their rounding error;
+//!   last grew each component; only when the two are closer than their rounding error does it
+//!   recompute exact f64 weights (from the smoothed planes, with the same operations: the f64
+//!   weights are never stored);
 //! - components are joined by size (shallow trees); the labels do not depend on which pixel is a
 //!   root, since they are numbered by first pixel;
 //! - an edge skipped or merged in the first pass joins one component for ever, so the second
