@@ -22,12 +22,12 @@
 
 use candle_core::{Device, IndexOp, Tensor};
 use segclip::data::synth::{self, Split};
+use segclip::group::model::seeded_state_dict;
 use segclip::group::zeroshot::classes::l2_normalize_rows;
 use segclip::group::zeroshot::resize::normalize_clip;
 use segclip::group::zeroshot::{ClassList, Templates, TextClassifier};
-use segclip::group::SegClipConfig;
-use segclip::group::model::seeded_state_dict;
 use segclip::group::SegClip;
+use segclip::group::SegClipConfig;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -98,7 +98,12 @@ fn main() -> anyhow::Result<()> {
             let top = argmax(&isim) as u8 + 1;
             img_ok += present.contains(&top) as usize;
         }
-        let tokens = model.visual.encode_patches(&px, None)?.0.i(0)?.to_vec2::<f32>()?;
+        let tokens = model
+            .visual
+            .encode_patches(&px, None)?
+            .0
+            .i(0)?
+            .to_vec2::<f32>()?;
         for &c in &present {
             obj_n += 1;
             let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
@@ -143,7 +148,12 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             reg_n += 1;
-            probe.push((reg_rows[k].clone(), (maj - 1) / nshapes, (maj - 1) % nshapes, i));
+            probe.push((
+                reg_rows[k].clone(),
+                (maj - 1) / nshapes,
+                (maj - 1) % nshapes,
+                i,
+            ));
             purity_sum += hist[maj] as f64 / members.len() as f64;
             let pred = argmax(&sims[k]) + 1;
             reg_ok += (pred == maj) as usize;

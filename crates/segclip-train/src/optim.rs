@@ -476,7 +476,11 @@ mod tests {
         let p0 = [0.5f32, -1.0, 2.0, 0.0];
         let var = Var::from_slice(&p0, 4, &Device::Cpu).unwrap();
         let mut opt = AdaptAdamW::new([("blocks.w".to_string(), var.clone())], cfg.clone());
-        let grads = [[0.1f32, -0.2, 0.3, 0.0], [1.0, 0.5, -0.5, 2.0], [-0.3, 0.0, 0.1, 1.0]];
+        let grads = [
+            [0.1f32, -0.2, 0.3, 0.0],
+            [1.0, 0.5, -0.5, 2.0],
+            [-0.3, 0.0, 0.1, 1.0],
+        ];
         let coef = 0.5f64;
         let (mut p, mut m, mut v) = (p0.map(|x| x as f64), [0f64; 4], [0f64; 4]);
         let (b1, b2) = cfg.betas;
@@ -495,7 +499,10 @@ mod tests {
             }
             let got = var.as_tensor().to_vec1::<f32>().unwrap();
             for j in 0..4 {
-                assert!((got[j] as f64 - p[j]).abs() < 1e-6, "step {t}: {got:?} vs {p:?}");
+                assert!(
+                    (got[j] as f64 - p[j]).abs() < 1e-6,
+                    "step {t}: {got:?} vs {p:?}"
+                );
             }
         }
         // The moments are saved for checkpoints.
