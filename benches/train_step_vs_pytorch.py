@@ -174,20 +174,22 @@ def torch_inputs(b):
 
 
 def torch_time(model, opt, inputs, warmup, iters):
+    """Median step time and the (forward, backward, update) split of the median step, in ms."""
     def step():
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model(*inputs)
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        t3 = time.perf_counter()
+        return [(t3 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3]
     for _ in range(warmup):
         step()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        step()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+    runs = sorted(step() for _ in range(iters))
+    return runs[len(runs) // 2]
 
 
 def rust_time(binary, batch, warmup, iters):
@@ -213,18 +215,20 @@ def main():
     n = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, {a.threads} threads, {n / 1e6:.1f} M trainable parameters, batch {a.batch}; "
           f"per round the median of {a.iters} steps after 1 warm-up, {a.rounds} alternating rounds")
-    rs, ts, rss, phases = [], [], 0, None
+    rs, ts, rss, phases, tphases = [], [], 0, None, None
     for _ in range(a.rounds):
         r = rust_time(a.binary, a.batch, 1, a.iters)
         rs.append(r["median_ms"])
         rss = max(rss, r["peak_rss_mib"] or 0)
         phases = r
-        ts.append(torch_time(model, opt, inputs, 1, a.iters))
+        tphases = torch_time(model, opt, inputs, 1, a.iters)
+        ts.append(tphases[0])
     ratio = statistics.median(r / t for r, t in zip(rs, ts))
     torch_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"rust  {statistics.median(rs):8.0f} ms/step (forward {phases['forward_ms']:.0f}, backward "
           f"{phases['backward_ms']:.0f}, update {phases['update_ms']:.0f}), peak RSS {rss:.0f} MiB")
-    print(f"torch {statistics.median(ts):8.0f} ms/step, peak RSS {torch_rss:.0f} MiB")
+    print(f"torch {statistics.median(ts):8.0f} ms/step (forward {tphases[1]:.0f}, backward {tphases[2]:.0f}, "
+          f"update {tphases[3]:.0f}; last round's median step), peak RSS {torch_rss:.0f} MiB")
     print(f"ratio rust/torch {ratio:.2f}")
 
 
