@@ -25,21 +25,32 @@ const MAX_SCORES_PER_CHUNK: usize = 1 << 24;
 /// `softmax(q kᵀ / √d + mask) v` for q (B, H, Nq, d), k and v (B, H, Nk, d); `mask` (Nq, Nk)
 /// is additive.
 ///
-/// Without gradients on CPU this is one fused kernel per (batch, head), in parallel: two
-/// single-threaded GEMMs and a vectorised softmax on a per-task (Nq, Nk) buffer, so memory is
-/// bounded by one score matrix per thread. Otherwise (training, other devices) it is the
-/// composite of tensor ops.
+/// On CPU (f32) this is one fused kernel per (batch, head), in parallel: two single-threaded
+/// GEMMs and a vectorised softmax on a per-task (Nq, Nk) buffer, so memory is bounded by one
+/// score matrix per thread, and one autograd node whose gradient recomputes the probabilities
+/// (`attention_op`). On other devices it is the composite of tensor ops.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (b, h, nq, d) = q.dims4()?;
     let nk = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let fused = q.device().is_cpu()
-        && [q, k, v]
-            .iter()
-            .all(|t| t.dtype() == candle_core::DType::F32 && !t.track_op())
-        && mask.is_none_or(|m| !m.track_op());
+    let fused =
+        [q, k, v].iter().all(|t| crate::cpu::is_cpu_f32(t)) && mask.is_none_or(|m| !m.track_op());
     if fused {
-        return attention_cpu(q, k, v, mask, scale as f32);
+        let mask = mask
+            .map(|m| {
+                m.broadcast_as((nq, nk))?
+                    .contiguous()?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            })
+            .transpose()?;
+        let op = crate::attention_op::AttentionOp {
+            scale: scale as f32,
+            mask,
+        };
+        return Ok(q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?);
     }
     let one = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
         let q = (q * scale)?;
@@ -67,9 +78,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
 
 /// Row-major rows of `d` values, `stride` apart.
 #[derive(Clone, Copy)]
-struct Rows {
-    ptr: *const f32,
-    stride: usize,
+pub(crate) struct Rows {
+    pub ptr: *const f32,
+    pub stride: usize,
 }
 
 /// One head: `out = softmax(q kᵀ · scale + mask) v` with two single-threaded GEMMs and a
@@ -79,7 +90,7 @@ struct Rows {
 /// `q` must address nq rows, `k` and `v` nk rows, of `d` readable values each, and `out` nq
 /// rows of `d` writable values `out_stride` apart, none of it written by anyone else meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn one_head(
+pub(crate) unsafe fn one_head(
     q: Rows,
     k: Rows,
     v: Rows,
@@ -219,53 +230,6 @@ fn packed_attention_cpu(
     });
     drop(storage);
     Ok(Some(Tensor::from_vec(out, (b, n, c), packed.device())?))
-}
-
-fn attention_cpu(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f32,
-) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let (b, h, nq, d) = q.dims4()?;
-    let nk = k.dim(2)?;
-    let flat =
-        |t: &Tensor| -> Result<Vec<f32>> { Ok(t.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
-    let (qv, kv, vv) = (flat(q)?, flat(k)?, flat(v)?);
-    let mv = mask
-        .map(|m| m.broadcast_as((nq, nk)).and_then(|m| m.contiguous()))
-        .transpose()?
-        .map(|m| flat(&m))
-        .transpose()?;
-    let mut out = vec![0f32; b * h * nq * d];
-    out.par_chunks_mut(nq * d).enumerate().for_each(|(i, o)| {
-        let (qi, ki, vi) = (&qv[i * nq * d..], &kv[i * nk * d..], &vv[i * nk * d..]);
-        // SAFETY: q_i (nq, d), k_i and v_i (nk, d) and o (nq, d) are live row-major buffers.
-        unsafe {
-            one_head(
-                Rows {
-                    ptr: qi.as_ptr(),
-                    stride: d,
-                },
-                Rows {
-                    ptr: ki.as_ptr(),
-                    stride: d,
-                },
-                Rows {
-                    ptr: vi.as_ptr(),
-                    stride: d,
-                },
-                o.as_mut_ptr(),
-                d,
-                (nq, nk, d),
-                scale,
-                mv.as_deref(),
-            )
-        };
-    });
-    Ok(Tensor::from_vec(out, (b, h, nq, d), q.device())?)
 }
 
 /// `nn.MultiheadAttention` with the packed `in_proj_weight` (3C, C), rows `[q; k; v]`.

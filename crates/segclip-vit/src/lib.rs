@@ -15,6 +15,7 @@
 //! The SegCLIP visual path (blocks, group module, max-pool) is assembled in `segclip-group`.
 
 pub mod activation;
+mod attention_op;
 pub mod block;
 mod config;
 mod cpu;

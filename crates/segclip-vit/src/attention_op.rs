@@ -1,0 +1,305 @@
+//! Scaled dot-product attention as one autograd node on CPU f32: the forward keeps no score
+//! matrix, and the gradient recomputes each (batch, head)'s probabilities instead of reading
+//! stored ones (as FlashAttention does), so training holds neither the scores nor their softmax.
+//!
+//! ```text
+//! S = s·Q Kᵀ + M,  P = softmax_rows(S),  O = P V
+//! dV = Pᵀ dO
+//! dP = dO Vᵀ
+//! dS = P ⊙ (dP − rowsum(dP ⊙ P))
+//! dQ = s·dS K,  dK = s·dSᵀ Q
+//! ```
+
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
+
+use crate::block::{one_head, Rows};
+
+/// `softmax(s·q kᵀ + mask) v` over q (B, H, Nq, d), k and v (B, H, Nk, d), all contiguous.
+pub(crate) struct AttentionOp {
+    pub scale: f32,
+    /// Additive (Nq, Nk) mask, row-major.
+    pub mask: Option<Vec<f32>>,
+}
+
+/// `dst` (m × n, row-major) = `beta · lhs · rhs`, with lhs element (i, p) at
+/// `i·lhs.0 + p·lhs.1` and rhs element (p, j) at `p·rhs.0 + j·rhs.1`.
+///
+/// # Safety
+/// The pointers must address every element those strides reach, `dst` writable and unaliased.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        false,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+impl AttentionOp {
+    /// (B·H, Nq, Nk, d) from the layouts of q and k.
+    fn dims(&self, q: &Layout, k: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
+        let (qd, kd) = (q.dims(), k.dims());
+        if qd.len() != 4 || kd.len() != 4 || qd[..2] != kd[..2] || qd[3] != kd[3] {
+            candle_core::bail!("attention: q {qd:?} and k {kd:?} do not match");
+        }
+        if let Some(m) = &self.mask {
+            if m.len() != qd[2] * kd[2] {
+                candle_core::bail!(
+                    "attention: mask of {} for {}×{} scores",
+                    m.len(),
+                    qd[2],
+                    kd[2]
+                );
+            }
+        }
+        Ok((qd[0] * qd[1], qd[2], kd[2], qd[3]))
+    }
+}
+
+impl candle_core::CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (bh, nq, nk, d) = self.dims(l1, l2)?;
+        let q = crate::cpu::slice(s1, l1, "attention")?;
+        let k = crate::cpu::slice(s2, l2, "attention")?;
+        let v = crate::cpu::slice(s3, l3, "attention")?;
+        if v.len() != bh * nk * d {
+            candle_core::bail!("attention: v {:?} does not match k", l3.dims());
+        }
+        let mut out = vec![0f32; bh * nq * d];
+        out.par_chunks_mut(nq * d).enumerate().for_each(|(i, o)| {
+            let rows = |x: &[f32], n: usize| Rows {
+                ptr: x[i * n * d..].as_ptr(),
+                stride: d,
+            };
+            // SAFETY: q_i (nq, d), k_i and v_i (nk, d) and o (nq, d) are live row-major buffers.
+            unsafe {
+                one_head(
+                    rows(q, nq),
+                    rows(k, nk),
+                    rows(v, nk),
+                    o.as_mut_ptr(),
+                    d,
+                    (nq, nk, d),
+                    self.scale,
+                    self.mask.as_deref(),
+                )
+            };
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use rayon::prelude::*;
+        let (bh, nq, nk, d) = self.dims(q.layout(), k.layout())?;
+        let s = self.scale;
+        let (dq, dk, dv) = crate::cpu::with_f32(q, |q| {
+            crate::cpu::with_f32(k, |k| {
+                crate::cpu::with_f32(v, |v| {
+                    crate::cpu::with_f32(grad, |g| {
+                        let mut dq = vec![0f32; bh * nq * d];
+                        let mut dk = vec![0f32; bh * nk * d];
+                        let mut dv = vec![0f32; bh * nk * d];
+                        dq.par_chunks_mut(nq * d)
+                            .zip(dk.par_chunks_mut(nk * d).zip(dv.par_chunks_mut(nk * d)))
+                            .enumerate()
+                            .for_each(|(i, (dq, (dk, dv)))| {
+                                let (q, g) = (&q[i * nq * d..], &g[i * nq * d..]);
+                                let (k, v) = (&k[i * nk * d..], &v[i * nk * d..]);
+                                let mut p = vec![0f32; nq * nk];
+                                let mut dp = vec![0f32; nq * nk];
+                                // SAFETY: every operand is a live row-major buffer of the
+                                // (nq | nk, d) or (nq, nk) shape its strides describe.
+                                unsafe {
+                                    mm(
+                                        (nq, nk, d),
+                                        p.as_mut_ptr(),
+                                        q.as_ptr(),
+                                        (d, 1),
+                                        k.as_ptr(),
+                                        (1, d),
+                                        s,
+                                    );
+                                }
+                                for (r, row) in p.chunks_mut(nk).enumerate() {
+                                    if let Some(m) = &self.mask {
+                                        row.iter_mut().zip(&m[r * nk..]).for_each(|(x, a)| *x += a);
+                                    }
+                                    crate::fastmath::softmax_row(row);
+                                }
+                                // SAFETY: as above.
+                                unsafe {
+                                    mm(
+                                        (nk, d, nq),
+                                        dv.as_mut_ptr(),
+                                        p.as_ptr(),
+                                        (1, nk),
+                                        g.as_ptr(),
+                                        (d, 1),
+                                        1.0,
+                                    );
+                                    mm(
+                                        (nq, nk, d),
+                                        dp.as_mut_ptr(),
+                                        g.as_ptr(),
+                                        (d, 1),
+                                        v.as_ptr(),
+                                        (1, d),
+                                        1.0,
+                                    );
+                                }
+                                for (dp, p) in dp.chunks_mut(nk).zip(p.chunks(nk)) {
+                                    let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+                                    dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
+                                }
+                                // SAFETY: as above; dp now holds dS.
+                                unsafe {
+                                    mm(
+                                        (nq, d, nk),
+                                        dq.as_mut_ptr(),
+                                        dp.as_ptr(),
+                                        (nk, 1),
+                                        k.as_ptr(),
+                                        (d, 1),
+                                        s,
+                                    );
+                                    mm(
+                                        (nk, d, nq),
+                                        dk.as_mut_ptr(),
+                                        dp.as_ptr(),
+                                        (1, nk),
+                                        q.as_ptr(),
+                                        (d, 1),
+                                        s,
+                                    );
+                                }
+                            });
+                        (dq, dk, dv)
+                    })
+                })
+            })
+        })????;
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Output and the gradients of q, k, v match the composite of candle ops, with and without
+    /// a causal mask (whose −∞ entries must give exactly zero probability).
+    #[test]
+    fn matches_the_composite_with_gradient() {
+        let dev = Device::Cpu;
+        let (b, h, d) = (2, 3, 4);
+        // Cross-attention shapes without a mask, self-attention with the causal one.
+        for (masked, nq, nk) in [(false, 3, 6), (true, 5, 5)] {
+            let var = |n: usize, seed| {
+                Var::from_vec(lcg(b * h * n * d, seed), (b, h, n, d), &dev).unwrap()
+            };
+            let (q, k, v) = (var(nq, 1), var(nk, 2), var(nk, 3));
+            let w = Tensor::from_vec(lcg(b * h * nq * d, 4), (b, h, nq, d), &dev).unwrap();
+            let mask = masked.then(|| crate::block::causal_mask(nq, &dev).unwrap());
+            let fused =
+                crate::block::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), mask.as_ref())
+                    .unwrap();
+            let scale = 1.0 / (d as f64).sqrt();
+            let mut scores = (q.as_tensor() * scale)
+                .unwrap()
+                .matmul(&k.as_tensor().t().unwrap())
+                .unwrap();
+            if let Some(m) = &mask {
+                scores = scores.broadcast_add(m).unwrap();
+            }
+            let composite = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)
+                .unwrap()
+                .matmul(v.as_tensor())
+                .unwrap();
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let err = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(err < 1e-5, "{what} (masked {masked}): max error {err}");
+            };
+            close(&fused, &composite, "output");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composite * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (t, name) in [(&q, "dq"), (&k, "dk"), (&v, "dv")] {
+                let f = gf.get(t).unwrap_or_else(|| panic!("fused: no {name}"));
+                let c = gc.get(t).unwrap_or_else(|| panic!("composite: no {name}"));
+                close(f, c, name);
+            }
+        }
+    }
+}
