@@ -3,8 +3,8 @@
 //! `x Wᵀ + b` with `W` (out, in). On CPU the matmul is fastest with a contiguous (in, out)
 //! right-hand side (the transposed view costs up to 1.6× on the 3072-wide MLP projection), so a
 //! fixed (non-`Var`) weight is transposed once when the layer is built and only that copy is
-//! kept. A trainable weight (`Var`) is used through the transposed view, so the layer always sees
-//! its current value and gradients flow to it.
+//! kept. A trainable weight (`Var`) is read in place, in its (out, in) layout, by one autograd
+//! node (`LinearOp`) on CPU, so the layer always sees its current value and gradients flow to it.
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
@@ -64,10 +64,13 @@ impl Linear {
             .as_ref()
             .map(|b| b.narrow(0, start, len))
             .transpose()?;
-        if let Weight::Fixed(full) = &self.weight {
-            if let Some(y) = cpu_linear(x, full, b.as_ref(), Some((start, len)))? {
-                return Ok(y);
+        match &self.weight {
+            Weight::Fixed(full) => {
+                if let Some(y) = cpu_linear(x, full, b.as_ref(), Some((start, len)))? {
+                    return Ok(y);
+                }
             }
+            Weight::Var(w) => return Ok(trainable(x, &w.narrow(0, start, len)?, b.as_ref())?),
         }
         Ok(matmul_bias(x, &wt, b.as_ref())?)
     }
@@ -217,10 +220,182 @@ fn cpu_linear(
     Ok(Some(Tensor::from_vec(out, shape, x.device())?))
 }
 
+/// `x Wᵀ + b` for a trainable weight `w` (out, in): on CPU (f32, with a bias) one autograd node
+/// ([`LinearOp`]), otherwise candle's matmul through the transposed view and the bias add.
+fn trainable(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let Some(b) = b.filter(|b| [x, w, b].iter().all(|t| crate::cpu::is_cpu_f32(t))) else {
+        return matmul_bias(x, &w.t()?, b);
+    };
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let y = x.contiguous()?.reshape((rows, k))?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        LinearOp,
+    )?;
+    let mut out = dims;
+    let n = out.len();
+    out[n - 1] = w.dim(0)?;
+    y.reshape(out)
+}
+
+/// The parallelism of one GEMM of m·n·k multiply-adds.
+fn gemm_threads(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k < 1 << 18 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    }
+}
+
+/// `y = x Wᵀ + b` over x (rows, in), W (out, in) as stored, b (out), as one node whose gradient
+/// writes straight into each operand's layout:
+///
+/// ```text
+/// dx = dy W      (rows, in)
+/// dW = dyᵀ x     (out, in)
+/// db = Σ_rows dy
+/// ```
+///
+/// Through candle's ops the same layer is a matmul with a transposed view, a bias add and two
+/// reshapes, whose gradients are each materialised, zero-accumulated and, for the weight,
+/// transposed back with a strided add.
+struct LinearOp;
+
+impl candle_core::CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = crate::cpu::slice(s1, l1, "linear")?;
+        let w = crate::cpu::slice(s2, l2, "linear")?;
+        let b = crate::cpu::slice(s3, l3, "linear")?;
+        let (m, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k2 != k || b.len() != n {
+            candle_core::bail!(
+                "linear: x {:?}, W {:?}, b {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let mut out = b.repeat(m);
+        // SAFETY: out (m, n), x (m, k) and W (n, k) are live row-major buffers; W is read
+        // transposed through its strides.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_threads(m, n, k),
+            );
+        }
+        Ok((candle_core::CpuStorage::F32(out), (m, n).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let (dx, dw, db) = crate::cpu::with_f32(x, |x| {
+            crate::cpu::with_f32(w, |w| {
+                crate::cpu::with_f32(grad, |g| {
+                    let (mut dx, mut dw) = (vec![0f32; m * k], vec![0f32; n * k]);
+                    // SAFETY: g (m, n), W (n, k), x (m, k), dx (m, k), dW (n, k): live
+                    // row-major buffers; g is read transposed through its strides for dW.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            k,
+                            n,
+                            dx.as_mut_ptr(),
+                            1,
+                            k as isize,
+                            false,
+                            g.as_ptr(),
+                            1,
+                            n as isize,
+                            w.as_ptr(),
+                            1,
+                            k as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm_threads(m, k, n),
+                        );
+                        gemm::gemm(
+                            n,
+                            k,
+                            m,
+                            dw.as_mut_ptr(),
+                            1,
+                            k as isize,
+                            false,
+                            g.as_ptr(),
+                            n as isize,
+                            1,
+                            x.as_ptr(),
+                            1,
+                            k as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm_threads(n, k, m),
+                        );
+                    }
+                    (dx, dw, crate::cpu::column_sums(g, n))
+                })
+            })
+        })???;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, b.shape(), dev)?),
+        ))
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
-            Weight::Var(w) => matmul_bias(x, &w.t()?, self.bias.as_ref()),
+            Weight::Var(w) => trainable(x, w, self.bias.as_ref()),
             Weight::Fixed(wt) => match cpu_linear(x, wt, self.bias.as_ref(), None)? {
                 Some(y) => Ok(y),
                 None => matmul_bias(x, wt, self.bias.as_ref()),
