@@ -223,3 +223,76 @@ fn bench_times_training_steps() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `[model] init` with OpenAI CLIP names: the visual blocks split at the model's `layers0`
+/// (spec 3.8; block `layers0` becomes `layers2.0`), every tensor of the file is used and the
+/// counts are printed; a CLIP with one visual block too many is refused, naming the tensor.
+#[test]
+fn init_from_clip_splits_the_visual_blocks_at_layers0() {
+    use candle_core::{DType, Device, Tensor};
+    let dir = setup("init");
+    let cfg = segclip::group::SegClipConfig::from_file(&dir.join("model.json")).unwrap();
+    let layers0 = cfg.layers0;
+    // The CLIP part of the model's tensors under OpenAI's names.
+    let openai = |key: &str| -> Option<String> {
+        let k = key.strip_prefix("clip.")?;
+        if k.contains("semantic_layer") || k.contains("layers_mae2") || k.contains("reconstruct") {
+            return None;
+        }
+        let block = |prefix: &str, offset: usize| {
+            k.strip_prefix(prefix).map(|rest| {
+                let (n, tail) = rest.split_once('.').unwrap();
+                format!(
+                    "visual.transformer.resblocks.{}.{tail}",
+                    n.parse::<usize>().unwrap() + offset
+                )
+            })
+        };
+        Some(
+            block("visual.transformer.layers0.", 0)
+                .or_else(|| block("visual.transformer.layers2.", layers0))
+                .unwrap_or_else(|| k.to_string()),
+        )
+    };
+    let (req, opt) = cfg.keys();
+    let mut tensors = std::collections::HashMap::new();
+    for (key, shape) in req.iter().chain(&opt) {
+        if let Some(name) = openai(key) {
+            tensors.insert(
+                name,
+                Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu).unwrap(),
+            );
+        }
+    }
+    let n = tensors.len();
+    assert!(tensors.contains_key("visual.transformer.resblocks.1.ln_1.weight"));
+    candle_core::safetensors::save(&tensors, dir.join("clip.safetensors")).unwrap();
+    let toml = format!(
+        "output = \"{out}\"\n[data]\nformat = \"jsonl\"\npath = \"{data}\"\n[model]\nconfig = \"{model}\"\n\
+         init = \"{init}\"\n[optim]\nepochs = 1\n[train]\nbatch = 8\n[superpixels]\nscale = 32.0\nsigma = 0.5\nmin_size = 16\n",
+        out = dir.join("run").display(),
+        data = dir.join("data/pairs.jsonl").display(),
+        model = dir.join("model.json").display(),
+        init = dir.join("clip.safetensors").display(),
+    );
+    std::fs::write(dir.join("train.toml"), toml).unwrap();
+    let cfg_path = dir.join("train.toml");
+    let out = segclip(&["train", "--config", cfg_path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("init: {n} tensors from")), "{err}");
+    // One visual block more than layers0 + layers2: another model.
+    tensors.insert(
+        "visual.transformer.resblocks.2.ln_1.weight".into(),
+        Tensor::zeros(64, DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, dir.join("clip.safetensors")).unwrap();
+    let out = segclip(&["train", "--config", cfg_path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("layers2.1.ln_1.weight") && err.contains("another model"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -60,6 +60,42 @@ fn local_batch(
     Ok((samples, skipped))
 }
 
+/// Initial weights for `model`: CLIP's visual blocks split at `layers0` (spec 3.8). Every tensor
+/// of the file must be one the model has (else it is another model's checkpoint); the model's
+/// tensors the file lacks (the group module, the MAE branch) start fresh, and the counts are
+/// printed.
+fn load_init(spec: &str, model: &SegClipConfig, device: &Device) -> Result<StateDict> {
+    let sd = StateDict::load(spec, model.layers0, device)?;
+    let (req, opt) = model.keys();
+    let known: std::collections::HashSet<&str> =
+        req.iter().chain(&opt).map(|(k, _)| k.as_str()).collect();
+    let mut unused: Vec<&String> = sd
+        .tensors
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    if !unused.is_empty() {
+        unused.sort();
+        return Err(Error::Config(format!(
+            "initial weights {spec}: {} tensors the model does not have (e.g. {}): a checkpoint \
+             of another model or size; check `[model] config`",
+            unused.len(),
+            unused
+                .iter()
+                .take(3)
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let fresh = known.len() - sd.tensors.len();
+    eprintln!(
+        "init: {} tensors from {spec}; {fresh} start fresh",
+        sd.tensors.len()
+    );
+    Ok(sd)
+}
+
 fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
     let d = &cfg.data;
     let images = d.images.clone().unwrap_or_default();
@@ -97,15 +133,13 @@ pub fn train(
             ds.len(),
         )));
     }
-    let init = cfg
-        .model
-        .init
-        .as_deref()
-        .map(|spec| StateDict::load(spec, 10, device))
-        .transpose()?;
     let model_cfg = match &cfg.model.config {
         Some(p) => SegClipConfig::from_file(p)?,
         None => SegClipConfig::vit_b16(),
+    };
+    let init = match cfg.model.init.as_deref() {
+        Some(spec) => Some(load_init(spec, &model_cfg, device)?),
+        None => None,
     };
     let per_epoch = ds.len() / global;
     let total = per_epoch * cfg.optim.epochs;
