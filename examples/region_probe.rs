@@ -6,6 +6,8 @@
 //! - naming: for each center whose patches are mostly one object, whether the nearest class
 //!   prompt to its region embedding is that object's class (and its colour, its shape);
 //! - image level: whether the image embedding's nearest class is one of the scene's objects;
+//! - how alike the 8 region tokens are (mean pairwise cosine), as the group module emits them
+//!   and after `layers2`: regions that all look the same all get the same class;
 //! - what the region embeddings hold: a linear probe (softmax regression) on the object regions'
 //!   embeddings, fitted on the first half of the scenes and scored on the second, for shape and
 //!   for colour, and the same on the mean and max of each object's patch tokens after the
@@ -61,11 +63,23 @@ fn main() -> anyhow::Result<()> {
     // The same for each object's mean patch token (B = 1).
     let mut probe_patch: Vec<(Vec<f32>, usize, usize, usize)> = Vec::new();
     let reg_rows_of = |t: &Tensor| t.to_vec2::<f32>();
+    // Σ over scenes of the mean pairwise cosine between the region tokens, as the group module
+    // emits them and after `layers2` (where they are max-pooled into the image embedding).
+    let mut region_cos = [0f64; 2];
     for i in 0..count {
         let s = synth::scene(seed, i as u64, size, Split::Test);
         let px = normalize_clip(&s.image.data, (size, size));
         let px = Tensor::from_vec(px, (1, 3, size, size), &device)?;
-        let out = model.visual.forward(&px, None, None)?;
+        let mut trace = segclip::vit::Trace::default();
+        let out = model.visual.forward(&px, None, Some(&mut trace))?;
+        for (k, name) in ["group.region_tokens", "vision.after_layers2"]
+            .iter()
+            .enumerate()
+        {
+            if let Some(t) = trace.get(name) {
+                region_cos[k] += mean_pairwise_cosine(&t.i(0)?)?;
+            }
+        }
         let (gh, gw) = out.grid;
         let n = gh * gw;
         // Patch ground truth: majority class of each patch's pixels.
@@ -180,6 +194,11 @@ fn main() -> anyhow::Result<()> {
         pct(reg_shape, reg_n)
     );
     println!("image top-1 class present: {:.1}%", pct(img_ok, img_n));
+    println!(
+        "region tokens, mean pairwise cosine: group output {:.3}, after layers2 {:.3} (1 = all alike)",
+        region_cos[0] / count as f64,
+        region_cos[1] / count as f64
+    );
     type Row = (Vec<f32>, usize, usize, usize);
     let probe_fit = |rows: &[Row], label: fn(&Row) -> usize, classes: usize| {
         let (train, test): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.3 < count / 2);
@@ -243,4 +262,12 @@ fn softmax_regression(xs: &[&[f32]], ys: &[usize], classes: usize) -> Vec<Vec<f3
 
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+}
+
+/// Mean cosine similarity over distinct pairs of the rows of `x` (L, C).
+fn mean_pairwise_cosine(x: &Tensor) -> anyhow::Result<f64> {
+    let n = l2_normalize_rows(x)?;
+    let l = n.dim(0)?;
+    let total = n.matmul(&n.t()?)?.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok((total - l as f64) / (l * (l - 1)).max(1) as f64)
 }
