@@ -3,17 +3,28 @@
 # + superpixel KL; + reconstruction; all three) with fixed seeds, then report zero-shot mIoU on
 # fresh test scenes for seen classes and for held-out colour/shape combinations.
 #
-#   bash benches/learning.sh            # after `cargo build --release`
+#   bash benches/learning.sh            # after `cargo build --release`: from scratch
+#   bash benches/learning.sh clip       # from the synthetic CLIP (datasets/synth/clip-synth.safetensors)
 #
-# Each run is one epoch over the first 6400 scenes (400 steps of 16, lr 5e-4), about 7 minutes on
+# Each run is one epoch over the first 6400 scenes (400 steps of 16, lr 5e-4), 4-7 minutes on
 # 2 cores; the same 200 fresh test scenes evaluate all four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/segclip
 [ -d data/synth-train ] || $bin synth --out data/synth-train --count 12000 --seed 1
 for v in con con_kl con_mae all; do
-  rm -rf "runs/ablation-$v"
-  /usr/bin/time -f "$v: %e s, peak RSS %M KB" $bin train --config "datasets/synth/ablation-$v.toml" > /dev/null
-  ck=$(ls -d runs/ablation-$v/checkpoint-* | tail -1)
-  $bin eval --dataset synth --seed 1000 --count 200 --weights "$ck/model.safetensors" --out "runs/ablation-$v/eval" | tail -3
+  cfg="datasets/synth/ablation-$v.toml"
+  run="runs/ablation-$v"
+  if [ "${1:-}" = clip ]; then
+    run="runs/ablation-clip-$v"
+    mkdir -p runs
+    sed -e "s#^output = .*#output = \"$run\"#" \
+        -e 's#^config = "datasets/synth/model.json"#&\ninit = "datasets/synth/clip-synth.safetensors"#' \
+        "$cfg" > "runs/ablation-clip-$v.toml"
+    cfg="runs/ablation-clip-$v.toml"
+  fi
+  rm -rf "$run"
+  /usr/bin/time -f "$v: %e s, peak RSS %M KB" $bin train --config "$cfg" > /dev/null
+  ck=$(ls -d $run/checkpoint-* | tail -1)
+  $bin eval --dataset synth --seed 1000 --count 200 --weights "$ck/model.safetensors" --out "$run/eval" | tail -3
 done
