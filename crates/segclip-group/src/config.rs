@@ -164,7 +164,7 @@ impl SegClipConfig {
     pub fn validate(&self) -> Result<()> {
         let v = &self.vision;
         let bad = |m: String| Err(Error::Config(m));
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "image size {} is not a multiple of patch size {}",
                 v.image_size, v.patch_size

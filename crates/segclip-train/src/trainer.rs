@@ -179,7 +179,7 @@ impl Trainer {
         comm: &dyn Communicator,
     ) -> Result<(StepLog, Option<Grads>)> {
         let b = batch.len();
-        if micro == 0 || b % micro != 0 {
+        if micro == 0 || !b.is_multiple_of(micro) {
             return Err(Error::Config(format!(
                 "a batch of {b} does not split into {micro} equal micro-batches"
             )));

@@ -252,7 +252,7 @@ pub struct Qkv {
 
 impl MultiHeadAttention {
     pub fn new(vb: VarBuilder, width: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || width % heads != 0 {
+        if heads == 0 || !width.is_multiple_of(heads) {
             return Err(crate::Error::Config(format!(
                 "width {width} is not divisible by {heads} heads"
             )));

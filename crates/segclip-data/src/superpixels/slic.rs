@@ -9,13 +9,16 @@
 //! 3. up to `max_num_iter` rounds: every pixel within ±2·step of a centre takes the nearest
 //!    centre by `d_xy²/step² + d_lab²` (strictly nearer wins; ties keep the earlier centre); centres
 //!    become the means of their pixels; stop early when nothing changes;
-//! 4. connectivity: components in raster order, 4-connected, relabelled from `start_label`; a
-//!    component under `min_size` pixels joins the last labelled neighbour met during its search.
+//! 4. connectivity: components in raster order, 4-connected, searched breadth-first and cut
+//!    off at `max_size` pixels, relabelled from `start_label`; a component under `min_size`
+//!    pixels joins the last labelled neighbour met during its search.
 //!
-//! The labels are scikit-image's; the speed comes from doing the same arithmetic in a better
-//! order: sRGB linearisation by a 256-entry table, Lab's cube root by a branch-free Halley
-//! iteration (within 2 ulps of `cbrt`), and the assignment in bands of rows that stay in cache
-//! while every centre reaching them is tried (in index order, so ties resolve as before).
+//! The labels are scikit-image's (up to f32 near-ties, `docs/deviations.md`); the speed comes
+//! from doing the same arithmetic in a better order: sRGB linearisation by a 256-entry table,
+//! Lab's cube root by a branch-free Halley iteration (within 2 ulps of `cbrt`), and the
+//! assignment chunk by chunk (16 pixels of a row, the lanes of one AVX-512 register): every
+//! centre whose window reaches the chunk is tried in index order (so ties resolve as before)
+//! while the chunk's best distances and labels stay in registers.
 
 use super::gaussian::gaussian_plane;
 use super::LabelMap;
@@ -48,51 +51,110 @@ impl Default for SlicParams {
     }
 }
 
-/// Rows searched together by every centre whose window reaches them.
-const BAND: usize = 16;
+/// Pixels a chunk: one AVX-512 register of f32 lanes.
+const LANES: usize = 16;
+/// Rows that share one list of the centres reaching each chunk.
+const BAND: usize = 8;
 
-/// One row of a centre's window.
-struct Row<'a> {
-    f: [&'a [f32]; 3],
-    dx2: &'a [f32],
-    dist: &'a mut [f32],
-    nearest: &'a mut [u32],
+/// A centre as one chunk sees it: its colour, where its `d_x²` table starts for this chunk, its
+/// index.
+#[derive(Clone, Copy)]
+struct Candidate {
+    colour: [f32; 3],
+    table: u32,
+    index: u32,
 }
 
-/// Give the row's pixels to centre `ci` where it is strictly nearer; whether any changed. The
-/// distance is scikit-image's, in its order, `(dy + dx²)·w_xy + ((Δ₀² + Δ₁²) + Δ₂²)`, but in
-/// f32 (scikit-image: f64): twice the SIMD lanes and half the memory traffic, at the cost of
-/// deciding some near-ties differently (`docs/deviations.md`).
-#[inline(always)]
-fn assign_row_body(r: Row, dy: f32, spatial: f32, c: [f32; 3], ci: u32) -> bool {
-    let mut any = false;
-    let n = r.dist.len();
-    let (f0, f1, f2, dx2) = (&r.f[0][..n], &r.f[1][..n], &r.f[2][..n], &r.dx2[..n]);
-    let nearest = &mut r.nearest[..n];
-    for x in 0..n {
-        let (d0, d1, d2) = (f0[x] - c[0], f1[x] - c[1], f2[x] - c[2]);
-        let d = (dy + dx2[x]) * spatial + (d0 * d0 + d1 * d1 + d2 * d2);
-        let better = r.dist[x] > d;
-        r.dist[x] = if better { d } else { r.dist[x] };
-        nearest[x] = if better { ci } else { nearest[x] };
-        any |= better;
+/// Give each pixel of a chunk its nearest candidate; whether any pixel was reached. Candidates
+/// come in centre-index order and strictly nearer wins, so ties keep the earlier centre, as
+/// scikit-image does. The distance is scikit-image's, in its order,
+/// `(d_y² + d_x²)·w_xy + ((Δ₀² + Δ₁²) + Δ₂²)`, but in f32 (scikit-image: f64): twice the SIMD
+/// lanes, at the cost of deciding some near-ties differently (`docs/deviations.md`). Outside a
+/// centre's window `d_y²` (from `dy2`, by centre) or `d_x²` (from `tables`) is +∞, which never
+/// wins.
+fn assign_chunk_portable(
+    f: [&[f32; LANES]; 3],
+    candidates: &[Candidate],
+    tables: &[f32],
+    dy2: &[f32],
+    spatial: f32,
+    nearest: &mut [u32; LANES],
+) -> bool {
+    // Half a chunk at a time: eight lanes of state fit the registers of SSE, AVX2 and NEON.
+    const HALF: usize = LANES / 2;
+    let mut reached = false;
+    for h in [0, HALF] {
+        let mut best = [f32::MAX; HALF];
+        let mut who: [u32; HALF] = nearest[h..h + HALF].try_into().unwrap();
+        let f: [&[f32]; 3] = f.map(|f| &f[h..h + HALF]);
+        for c in candidates {
+            let dy = dy2[c.index as usize];
+            if dy == f32::INFINITY {
+                continue;
+            }
+            let t = c.table as usize + h;
+            let dx2 = &tables[t..t + HALF];
+            // Selects rather than branches, so the lanes vectorise.
+            for l in 0..HALF {
+                let (d0, d1, d2) = (
+                    f[0][l] - c.colour[0],
+                    f[1][l] - c.colour[1],
+                    f[2][l] - c.colour[2],
+                );
+                let d = (dy + dx2[l]) * spatial + (d0 * d0 + d1 * d1 + d2 * d2);
+                let better = best[l] > d;
+                best[l] = if better { d } else { best[l] };
+                who[l] = if better { c.index } else { who[l] };
+            }
+        }
+        nearest[h..h + HALF].copy_from_slice(&who);
+        reached |= best.iter().any(|&d| d < f32::MAX);
     }
-    any
+    reached
 }
 
+/// [`assign_chunk_portable`] in AVX-512 registers: the same operations in the same order, so
+/// the same labels, with the best distance and centre kept in registers across the candidates
+/// (a pixel-centre pair costs no memory traffic).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn assign_row_avx512(r: Row, dy: f32, spatial: f32, c: [f32; 3], ci: u32) -> bool {
-    assign_row_body(r, dy, spatial, c, ci)
-}
-
-fn assign_row(r: Row, dy: f32, spatial: f32, c: [f32; 3], ci: u32) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the processor has the features the function was compiled for.
-        return unsafe { assign_row_avx512(r, dy, spatial, c, ci) };
+#[target_feature(enable = "avx512f")]
+unsafe fn assign_chunk_avx512(
+    f: [&[f32; LANES]; 3],
+    candidates: &[Candidate],
+    tables: &[f32],
+    dy2: &[f32],
+    spatial: f32,
+    nearest: &mut [u32; LANES],
+) -> bool {
+    use std::arch::x86_64::*;
+    // SAFETY (loads and stores): each pointer is to 16 in-bounds f32 or u32, by the arrays'
+    // types or by slicing `tables`.
+    let [f0, f1, f2] = f.map(|p| unsafe { _mm512_loadu_ps(p.as_ptr()) });
+    let spatial = _mm512_set1_ps(spatial);
+    let mut best = _mm512_set1_ps(f32::MAX);
+    let mut who = unsafe { _mm512_loadu_si512(nearest.as_ptr().cast()) };
+    for c in candidates {
+        let dy = dy2[c.index as usize];
+        if dy == f32::INFINITY {
+            continue;
+        }
+        let t = c.table as usize;
+        let dx2 = unsafe { _mm512_loadu_ps(tables[t..t + LANES].as_ptr()) };
+        let d0 = _mm512_sub_ps(f0, _mm512_set1_ps(c.colour[0]));
+        let d1 = _mm512_sub_ps(f1, _mm512_set1_ps(c.colour[1]));
+        let d2 = _mm512_sub_ps(f2, _mm512_set1_ps(c.colour[2]));
+        let xy = _mm512_mul_ps(_mm512_add_ps(_mm512_set1_ps(dy), dx2), spatial);
+        let lab = _mm512_add_ps(
+            _mm512_add_ps(_mm512_mul_ps(d0, d0), _mm512_mul_ps(d1, d1)),
+            _mm512_mul_ps(d2, d2),
+        );
+        let d = _mm512_add_ps(xy, lab);
+        let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d, best);
+        best = _mm512_mask_mov_ps(best, better, d);
+        who = _mm512_mask_set1_epi32(who, better, c.index as i32);
     }
-    assign_row_body(r, dy, spatial, c, ci)
+    unsafe { _mm512_storeu_si512(nearest.as_mut_ptr().cast(), who) };
+    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(best, _mm512_set1_ps(f32::MAX)) != 0
 }
 
 /// sRGB companding undone (scikit-image's `_prepare_colorarray` then `rgb2xyz`).
@@ -230,6 +292,171 @@ fn regular_grid(h: usize, w: usize, n: usize) -> [(usize, usize); 2] {
     [per_axis[1], per_axis[2]]
 }
 
+/// The assignment step's state for one image: f32 copies of the features in rows padded to
+/// whole chunks (padding lanes lie outside every window), each centre's window and `d_x²`
+/// table, and per band of rows the candidates of each chunk.
+struct Assignment {
+    h: usize,
+    w: usize,
+    stride: usize,
+    steps: [usize; 2],
+    feat: [Vec<f32>; 3],
+    windows: Vec<(usize, usize, usize, usize)>,
+    tables: Vec<f32>,
+    table_at: Vec<usize>,
+    per_chunk: Vec<Vec<Candidate>>,
+    dy2: Vec<f32>,
+}
+
+impl Assignment {
+    fn new(feat: &[Vec<f64>; 3], (h, w): (usize, usize), steps: [usize; 2], k: usize) -> Self {
+        let chunks = w.div_ceil(LANES);
+        let stride = chunks * LANES;
+        let feat = std::array::from_fn(|c| {
+            let mut v = vec![0f32; h * stride];
+            for (dst, src) in v.chunks_exact_mut(stride).zip(feat[c].chunks_exact(w)) {
+                dst[..w]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &s)| *d = s as f32);
+            }
+            v
+        });
+        Self {
+            h,
+            w,
+            stride,
+            steps,
+            feat,
+            windows: vec![(0, 0, 0, 0); k],
+            tables: Vec::new(),
+            table_at: vec![0; k],
+            per_chunk: vec![Vec::new(); chunks],
+            dy2: vec![f32::INFINITY; BAND * k],
+        }
+    }
+
+    /// One assignment round over `nearest` (rows of `stride`); whether any pixel was reached.
+    fn pass(&mut self, centers: &[[f64; 5]], spatial: f32, nearest: &mut [u32]) -> bool {
+        self.prepare(centers);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has the features the function was compiled for.
+            return unsafe { self.bands_avx512(centers, spatial, nearest) };
+        }
+        self.bands(centers, spatial, nearest, assign_chunk_portable)
+    }
+
+    /// Each live centre's window, as scikit-image rounds it (±2 steps, clipped), and its `d_x²`
+    /// over the whole chunks the window touches (+∞ outside the window).
+    fn prepare(&mut self, centers: &[[f64; 5]]) {
+        let ([sy, sx], h, w) = (self.steps.map(|s| s as f64), self.h as f64, self.w as f64);
+        self.tables.clear();
+        for (ci, c) in centers.iter().enumerate() {
+            if c[0].is_nan() {
+                self.windows[ci] = (0, 0, 0, 0);
+                continue;
+            }
+            let (cy, cx) = (c[0], c[1]);
+            let (x0, x1) = (
+                (cx - 2.0 * sx).max(0.0) as usize,
+                ((cx + 2.0 * sx + 1.0).min(w)) as usize,
+            );
+            self.windows[ci] = (
+                (cy - 2.0 * sy).max(0.0) as usize,
+                ((cy + 2.0 * sy + 1.0).min(h)) as usize,
+                x0,
+                x1,
+            );
+            self.table_at[ci] = self.tables.len();
+            for x in (x0 / LANES * LANES)..x1.div_ceil(LANES) * LANES {
+                self.tables.push(if (x0..x1).contains(&x) {
+                    ((cx - x as f64) * (cx - x as f64)) as f32
+                } else {
+                    f32::INFINITY
+                });
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bands_avx512(
+        &mut self,
+        centers: &[[f64; 5]],
+        spatial: f32,
+        nearest: &mut [u32],
+    ) -> bool {
+        // SAFETY: this function runs only where AVX-512F is present.
+        self.bands(centers, spatial, nearest, |f, c, t, d, s, n| unsafe {
+            assign_chunk_avx512(f, c, t, d, s, n)
+        })
+    }
+
+    /// The rows band by band: the candidates of each chunk (every centre whose window meets
+    /// the band and the chunk, in index order), each row's `d_y²` by centre, then the kernel
+    /// on every chunk.
+    #[inline(always)]
+    fn bands(
+        &mut self,
+        centers: &[[f64; 5]],
+        spatial: f32,
+        nearest: &mut [u32],
+        kernel: impl Fn(
+            [&[f32; LANES]; 3],
+            &[Candidate],
+            &[f32],
+            &[f32],
+            f32,
+            &mut [u32; LANES],
+        ) -> bool,
+    ) -> bool {
+        let (h, k, stride) = (self.h, centers.len(), self.stride);
+        let mut reached = false;
+        for band in (0..h).step_by(BAND) {
+            let band_end = (band + BAND).min(h);
+            self.per_chunk.iter_mut().for_each(Vec::clear);
+            for (ci, c) in centers.iter().enumerate() {
+                let (y0, y1, x0, x1) = self.windows[ci];
+                if y0.max(band) >= y1.min(band_end) || x0 >= x1 {
+                    continue;
+                }
+                let colour = [c[2] as f32, c[3] as f32, c[4] as f32];
+                let first = x0 / LANES;
+                let lists = self.per_chunk.iter_mut().enumerate();
+                for (j, list) in lists.take(x1.div_ceil(LANES)).skip(first) {
+                    list.push(Candidate {
+                        colour,
+                        table: (self.table_at[ci] + (j - first) * LANES) as u32,
+                        index: ci as u32,
+                    });
+                }
+            }
+            for (r, y) in (band..band_end).enumerate() {
+                for (ci, c) in centers.iter().enumerate() {
+                    let (y0, y1, ..) = self.windows[ci];
+                    self.dy2[r * k + ci] = if (y0..y1).contains(&y) {
+                        ((c[0] - y as f64) * (c[0] - y as f64)) as f32
+                    } else {
+                        f32::INFINITY
+                    };
+                }
+            }
+            for y in band..band_end {
+                let dy2 = &self.dy2[(y - band) * k..(y - band + 1) * k];
+                let out = nearest[y * stride..(y + 1) * stride].chunks_exact_mut(LANES);
+                for (j, (list, out)) in self.per_chunk.iter().zip(out).enumerate() {
+                    let at = y * stride + j * LANES;
+                    let f = [0, 1, 2].map(|c| self.feat[c][at..at + LANES].try_into().unwrap());
+                    let out = out.try_into().unwrap();
+                    reached |= kernel(f, list, &self.tables, dy2, spatial, out);
+                }
+            }
+        }
+        reached
+    }
+}
+
 /// SLIC on an interleaved RGB u8 image (h, w, 3); labels start at 0.
 pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
     assert_eq!(
@@ -261,63 +488,18 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
         }
     }
     let step = step_y.max(step_x) as f64;
-    let spatial = (1.0 / (step * step)) as f32;
     let k = centers.len();
-    let mut nearest = vec![0u32; n];
-    let mut distance = vec![f32::MAX; n];
-    let mut dx2 = vec![0f32; w];
-    // The assignment reads f32 copies; the means are taken over the f64 features.
-    let feat32: [Vec<f32>; 3] =
-        std::array::from_fn(|c| feat[c].iter().map(|&v| v as f32).collect());
-    // Windows as scikit-image rounds them: ±2 steps, clipped.
-    let window = |c: &[f64; 5]| {
-        let (cy, cx) = (c[0], c[1]);
-        (
-            (cy - 2.0 * step_y as f64).max(0.0) as usize,
-            ((cy + 2.0 * step_y as f64 + 1.0).min(h as f64)) as usize,
-            (cx - 2.0 * step_x as f64).max(0.0) as usize,
-            ((cx + 2.0 * step_x as f64 + 1.0).min(w as f64)) as usize,
-        )
-    };
+    let mut assignment = Assignment::new(&feat, (h, w), [step_y, step_x], k);
+    let spatial = (1.0 / (step * step)) as f32;
+    let stride = assignment.stride;
+    let mut nearest = vec![0u32; h * stride];
     for _ in 0..p.max_num_iter {
-        let mut change = false;
-        distance.fill(f32::MAX);
-        // Band by band, so a band's pixels stay in cache while every centre reaching it is
-        // tried. Each pixel still sees the centres in index order, so strictly-nearer-wins
-        // leaves it with the earliest of its nearest centres, as scikit-image does.
-        for band in (0..h).step_by(BAND) {
-            let band_end = (band + BAND).min(h);
-            for (ci, c) in centers.iter().enumerate() {
-                if c[0].is_nan() {
-                    continue;
-                }
-                let (y0, y1, x0, x1) = window(c);
-                let (y0, y1) = (y0.max(band), y1.min(band_end));
-                if y0 >= y1 {
-                    continue;
-                }
-                let (cy, cx) = (c[0], c[1]);
-                for (x, d) in dx2.iter_mut().enumerate().take(x1).skip(x0) {
-                    *d = ((cx - x as f64) * (cx - x as f64)) as f32;
-                }
-                let colour = [c[2] as f32, c[3] as f32, c[4] as f32];
-                for y in y0..y1 {
-                    let dy = ((cy - y as f64) * (cy - y as f64)) as f32;
-                    let (a, b) = (y * w + x0, y * w + x1);
-                    let row = Row {
-                        f: [&feat32[0][a..b], &feat32[1][a..b], &feat32[2][a..b]],
-                        dx2: &dx2[x0..x1],
-                        dist: &mut distance[a..b],
-                        nearest: &mut nearest[a..b],
-                    };
-                    change |= assign_row(row, dy, spatial, colour, ci as u32);
-                }
-            }
-        }
-        if !change {
+        if !assignment.pass(&centers, spatial, &mut nearest) {
             break;
         }
-        // Means in scikit-image's summation order (raster), a run of one label at a time.
+        // Means in scikit-image's summation order (raster), a run of one label at a time. The
+        // coordinate sums are sums of integers, exact in f64 in any order, so a run adds them
+        // in closed form.
         let mut sums = vec![[0f64; 5]; k];
         let mut counts = vec![0usize; k];
         for y in 0..h {
@@ -327,22 +509,23 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
                 &feat[1][row.clone()],
                 &feat[2][row.clone()],
             );
-            let labels = &nearest[row];
+            let labels = &nearest[y * stride..y * stride + w];
             let mut x = 0;
             while x < w {
                 let label = labels[x] as usize;
                 let mut s = sums[label];
                 let start = x;
                 while x < w && labels[x] as usize == label {
-                    s[0] += y as f64;
-                    s[1] += x as f64;
                     s[2] += f0[x];
                     s[3] += f1[x];
                     s[4] += f2[x];
                     x += 1;
                 }
+                let len = x - start;
+                s[0] += (y * len) as f64;
+                s[1] += ((start + x - 1) * len / 2) as f64;
                 sums[label] = s;
-                counts[label] += x - start;
+                counts[label] += len;
             }
         }
         for ((c, s), &m) in centers.iter_mut().zip(&sums).zip(&counts) {
@@ -354,8 +537,12 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
             };
         }
     }
-    let labels = nearest;
     if !p.enforce_connectivity {
+        let labels: Vec<u32> = nearest
+            .chunks_exact(stride)
+            .flat_map(|row| &row[..w])
+            .copied()
+            .collect();
         let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
         return LabelMap {
             height: h,
@@ -366,51 +553,68 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
     }
     let segment_size = n as f64 / k as f64;
     let min_size = (p.min_size_factor * segment_size) as usize;
-    enforce_connectivity(&labels, (h, w), min_size)
+    let max_size = (p.max_size_factor * segment_size) as usize;
+    enforce_connectivity(&nearest, stride, (h, w), [min_size, max_size])
 }
 
-/// scikit-image's `_enforce_label_connectivity_cython` for a 2-D label map.
-fn enforce_connectivity(labels: &[u32], (h, w): (usize, usize), min_size: usize) -> LabelMap {
-    let n = h * w;
-    let mut out = vec![u32::MAX; n];
+/// scikit-image's `_enforce_label_connectivity_cython` for a 2-D label map (rows of `stride`):
+/// components in raster order, found breadth-first over 4-neighbours in the order +x, −x, +y,
+/// −y and cut off at `max_size` pixels (the rest of the region starts a new component later);
+/// a component under `min_size` pixels takes the label of the last already-labelled
+/// neighbour its search met.
+fn enforce_connectivity(
+    labels: &[u32],
+    stride: usize,
+    (h, w): (usize, usize),
+    [min_size, max_size]: [usize; 2],
+) -> LabelMap {
+    const UNSET: u32 = u32::MAX;
+    let mut out = vec![UNSET; h * w];
     let mut next = 0u32;
-    let mut queue: Vec<usize> = Vec::new();
-    for start in 0..n {
-        if out[start] != u32::MAX {
-            continue;
-        }
-        let label = labels[start];
-        let mut adjacent = 0u32;
-        out[start] = next;
-        queue.clear();
-        queue.push(start);
-        let mut visited = 0;
-        while visited < queue.len() {
-            let i = queue[visited];
-            let (y, x) = (i / w, i % w);
-            // scikit-image's neighbour order: +x, −x, +y, −y.
-            let nbrs = [
-                (x + 1 < w).then(|| i + 1),
-                (x > 0).then(|| i - 1),
-                (y + 1 < h).then(|| i + w),
-                (y > 0).then(|| i - w),
-            ];
-            for j in nbrs.into_iter().flatten() {
-                if labels[j] == label && out[j] == u32::MAX {
-                    out[j] = next;
-                    queue.push(j);
-                } else if out[j] != u32::MAX && out[j] != next {
-                    adjacent = out[j];
+    let mut queue: Vec<(usize, usize)> = Vec::new();
+    for y0 in 0..h {
+        for x0 in 0..w {
+            if out[y0 * w + x0] != UNSET {
+                continue;
+            }
+            let label = labels[y0 * stride + x0];
+            let mut adjacent = next;
+            out[y0 * w + x0] = next;
+            queue.clear();
+            queue.push((y0, x0));
+            let mut visited = 0;
+            'search: while visited < queue.len() && queue.len() < max_size {
+                let (y, x) = queue[visited];
+                visited += 1;
+                let neighbours = [
+                    (x + 1 < w, y, x + 1),
+                    (x > 0, y, x.wrapping_sub(1)),
+                    (y + 1 < h, y + 1, x),
+                    (y > 0, y.wrapping_sub(1), x),
+                ];
+                for (inside, ny, nx) in neighbours {
+                    if !inside {
+                        continue;
+                    }
+                    let o = &mut out[ny * w + nx];
+                    if labels[ny * stride + nx] == label && *o == UNSET {
+                        *o = next;
+                        queue.push((ny, nx));
+                        if queue.len() >= max_size {
+                            break 'search;
+                        }
+                    } else if *o != UNSET && *o != next {
+                        adjacent = *o;
+                    }
                 }
             }
-            visited += 1;
-        }
-        if queue.len() < min_size {
-            for &i in &queue {
-                out[i] = adjacent;
+            if queue.len() < min_size {
+                for &(y, x) in &queue {
+                    out[y * w + x] = adjacent;
+                }
+            } else {
+                next += 1;
             }
-        } else {
-            next += 1;
         }
     }
     let count = (next as usize).max(1);
@@ -425,6 +629,78 @@ fn enforce_connectivity(labels: &[u32], (h, w): (usize, usize), min_size: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX-512 kernel (where the processor has it) gives the portable kernel's labels and
+    /// reach on random chunks, ties and out-of-window centres included.
+    #[test]
+    fn chunk_kernels_agree() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for round in 0..200 {
+            let f: [[f32; LANES]; 3] = std::array::from_fn(|_| {
+                // Coarse values so that some distances tie exactly.
+                std::array::from_fn(|_| (next() * 4.0).floor())
+            });
+            let k = 1 + round % 12;
+            let dy2: Vec<f32> = (0..k)
+                .map(|_| match next() {
+                    v if v < 0.2 => f32::INFINITY,
+                    v => (v * 8.0).floor(),
+                })
+                .collect();
+            let mut tables = Vec::new();
+            let candidates: Vec<Candidate> = (0..k)
+                .map(|i| {
+                    let table = tables.len() as u32;
+                    tables.extend((0..LANES).map(|_| match next() {
+                        v if v < 0.1 => f32::INFINITY,
+                        v => (v * 8.0).floor(),
+                    }));
+                    Candidate {
+                        colour: std::array::from_fn(|_| (next() * 4.0).floor()),
+                        table,
+                        index: i as u32,
+                    }
+                })
+                .collect();
+            let before: [u32; LANES] = std::array::from_fn(|l| 100 + l as u32);
+            let fr = [&f[0], &f[1], &f[2]];
+            let mut portable = before;
+            let reached = assign_chunk_portable(fr, &candidates, &tables, &dy2, 0.5, &mut portable);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut fast = before;
+                // SAFETY: the processor has AVX-512F.
+                let fast_reached =
+                    unsafe { assign_chunk_avx512(fr, &candidates, &tables, &dy2, 0.5, &mut fast) };
+                assert_eq!((portable, reached), (fast, fast_reached), "round {round}");
+            }
+            // The kernel itself, by hand: the strictly nearest in-window candidate, earliest
+            // on ties; unreached lanes keep their label.
+            for l in 0..LANES {
+                let mut want = (f32::MAX, before[l]);
+                for c in &candidates {
+                    let dx2 = tables[c.table as usize + l];
+                    let dy = dy2[c.index as usize];
+                    let (d0, d1, d2) = (
+                        f[0][l] - c.colour[0],
+                        f[1][l] - c.colour[1],
+                        f[2][l] - c.colour[2],
+                    );
+                    let d = (dy + dx2) * 0.5 + (d0 * d0 + d1 * d1 + d2 * d2);
+                    if d < want.0 {
+                        want = (d, c.index);
+                    }
+                }
+                assert_eq!(portable[l], want.1, "round {round} lane {l}");
+            }
+        }
+    }
 
     #[test]
     fn lab_of_primaries_matches_scikit_image() {
@@ -451,6 +727,27 @@ mod tests {
             worst = worst.max(a.abs_diff(b));
         }
         assert!(worst <= 2, "{worst} ulps");
+    }
+
+    /// scikit-image's connectivity pass by hand on one 4×4 region: searches stop at `max_size`
+    /// pixels (the rest starts new components), and a component under `min_size` takes the
+    /// label of the last labelled neighbour its search met.
+    #[test]
+    fn connectivity_cuts_at_max_size_and_merges_small() {
+        let one_region = vec![7u32; 16];
+        let cut = enforce_connectivity(&one_region, 4, (4, 4), [0, 5]);
+        #[rustfmt::skip]
+        let want = [0, 0, 0, 1,
+                    0, 0, 1, 1,
+                    2, 2, 1, 1,
+                    2, 2, 2, 3];
+        assert_eq!((cut.labels.as_slice(), cut.count), (&want[..], 4));
+        let merged = enforce_connectivity(&one_region, 4, (4, 4), [2, 5]);
+        assert_eq!(merged.labels[15], 1);
+        assert_eq!(merged.count, 3);
+        // Padded rows: the stride is honoured.
+        let padded: Vec<u32> = (0..4).flat_map(|_| [7, 7, 7, 7, 9, 9]).collect();
+        assert_eq!(enforce_connectivity(&padded, 6, (4, 4), [0, 5]).labels, want);
     }
 
     #[test]
