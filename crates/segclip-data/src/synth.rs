@@ -112,11 +112,12 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
     let mut data = vec![0u8; size * size * 3];
     for y in 0..size {
         for x in 0..size {
-            let s = if stripes && (((x as f64 + y as f64 * 0.5) / period) as usize).is_multiple_of(2) {
-                18.0
-            } else {
-                0.0
-            };
+            let s =
+                if stripes && (((x as f64 + y as f64 * 0.5) / period) as usize).is_multiple_of(2) {
+                    18.0
+                } else {
+                    0.0
+                };
             for c in 0..3 {
                 let v = base[c] + s + rng.uniform(-14.0, 14.0);
                 data[(y * size + x) * 3 + c] = v.clamp(0.0, 255.0) as u8;

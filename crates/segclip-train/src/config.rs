@@ -189,7 +189,8 @@ impl TrainConfig {
                 "train.batch must be at least 2: the contrastive loss needs negatives".into(),
             );
         }
-        if self.train.accumulation == 0 || !self.train.batch.is_multiple_of(self.train.accumulation) {
+        if self.train.accumulation == 0 || !self.train.batch.is_multiple_of(self.train.accumulation)
+        {
             return bad(format!(
                 "train.batch {} must split into train.accumulation = {} equal micro-batches",
                 self.train.batch, self.train.accumulation

@@ -17,14 +17,17 @@
 //! How it is fast and still exact (the maps equal scikit-image's, ids included):
 //! - an edge is named by a 32-bit id, its kind in the top two bits and its anchor pixel below, so
 //!   ids grow in edge order and endpoints are an addition away;
-//! - the edges are radix-sorted on `(f32 weight, id)`; runs of equal f32 weights are then put in
-//!   exact f64 order;
+//! - the edge keys `(f32 weight, id)` are computed eight lanes at a time and sorted by one
+//!   radix pass on the key's top 12 bits (8 buckets an octave), then bucket by bucket while the
+//!   bucket is in cache (two 10-bit passes); runs of equal f32 weights are then put in exact f64
+//!   order;
 //! - the first pass decides each merge on the f32 weights and the f32 weights of the edges that
 //!   last grew each component; only when the two are closer than their rounding error does it
 //!   recompute exact f64 weights (from the smoothed planes, with the same operations: the f64
 //!   weights are never stored);
-//! - components are joined by size (shallow trees); the labels do not depend on which pixel is a
-//!   root, since they are numbered by first pixel;
+//! - components are joined by size (shallow trees) in a parent array apart from the roots'
+//!   states; the labels do not depend on which pixel is a root, since they are numbered by
+//!   first pixel;
 //! - an edge skipped or merged in the first pass joins one component for ever, so the second
 //!   pass visits only the edges the first pass rejected.
 
@@ -53,69 +56,94 @@ impl Default for FelzenszwalbParams {
 const KIND_SHIFT: u32 = 30;
 const ANCHOR: u32 = (1 << KIND_SHIFT) - 1;
 
-/// `(key << 32 | id)` values sorted by key, ties in input order: LSD radix, three stable
-/// 11-bit passes (a pass whose digit is constant is skipped).
-fn radix_sort(mut a: Vec<u64>) -> Vec<u64> {
-    const BITS: u32 = 11;
-    const B: usize = 1 << BITS;
-    let mut counts = vec![[0usize; B]; 3];
+/// `(key << 32 | id)` values in increasing order (for distinct ids: by key, ties by id). One
+/// stable pass scatters by the key's top 12 bits (sign, exponent and 3 mantissa bits of an f32:
+/// 8 buckets an octave), then each bucket, small enough to stay in cache, is sorted on the
+/// key's low 20 bits: two stable 10-bit passes, or a comparison sort when it is short. One trip
+/// through memory instead of three.
+fn radix_sort(a: Vec<u64>, mut then: impl FnMut(&mut [u64])) -> Vec<u64> {
+    const TOP: u32 = 12;
+    const LOW: u32 = 10;
+    let mut starts = vec![0usize; (1 << TOP) + 1];
     for &v in &a {
-        let k = (v >> 32) as usize;
-        for (pass, count) in counts.iter_mut().enumerate() {
-            count[(k >> (pass as u32 * BITS)) & (B - 1)] += 1;
-        }
+        starts[(v >> (64 - TOP)) as usize + 1] += 1;
     }
-    let mut b = vec![0u64; a.len()];
-    for (pass, count) in counts.iter_mut().enumerate() {
-        if count.contains(&a.len()) {
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut sorted = vec![0u64; a.len()];
+    let mut next = starts.clone();
+    for &v in &a {
+        let d = (v >> (64 - TOP)) as usize;
+        sorted[next[d]] = v;
+        next[d] += 1;
+    }
+    let mut scratch = a;
+    let mut count = [0usize; 1 << LOW];
+    for bucket in starts.windows(2) {
+        let (lo, hi) = (bucket[0], bucket[1]);
+        let (out, tmp) = (&mut sorted[lo..hi], &mut scratch[lo..hi]);
+        if out.len() < 256 {
+            out.sort_unstable();
+            then(out);
             continue;
         }
-        let shift = 32 + pass as u32 * BITS;
-        let mut sum = 0;
-        for c in count.iter_mut() {
-            let v = *c;
-            *c = sum;
-            sum += v;
+        // Low digit into `tmp`, high digit back into `out`.
+        for (shift, from_out) in [(32, true), (32 + LOW, false)] {
+            let (src, dst): (&[u64], &mut [u64]) = if from_out {
+                (&*out, &mut *tmp)
+            } else {
+                (&*tmp, &mut *out)
+            };
+            count.fill(0);
+            for &v in src {
+                count[((v >> shift) as usize) & ((1 << LOW) - 1)] += 1;
+            }
+            let mut sum = 0;
+            for c in count.iter_mut() {
+                let v = *c;
+                *c = sum;
+                sum += v;
+            }
+            for &v in src {
+                let d = ((v >> shift) as usize) & ((1 << LOW) - 1);
+                dst[count[d]] = v;
+                count[d] += 1;
+            }
         }
-        for &v in &a {
-            let d = ((v >> shift) as usize) & (B - 1);
-            b[count[d]] = v;
-            count[d] += 1;
-        }
-        std::mem::swap(&mut a, &mut b);
+        then(out);
     }
-    a
+    sorted
 }
 
 /// Sort `(f32 weight bits << 32 | id)` into exact `(f64 weight, id)` order: rounding to f32
 /// never reverses an order, so only runs of equal f32 keys (short) need the exact weights.
 fn sort_edges(keys: Vec<u64>, exact: impl Fn(u32) -> f64) -> Vec<u64> {
-    let mut sorted = radix_sort(keys);
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i + 1;
-        while j < sorted.len() && sorted[j] >> 32 == sorted[i] >> 32 {
-            j += 1;
-        }
-        // Stable insertion sort by the exact weight.
-        let run = &mut sorted[i..j];
-        for m in 1..run.len() {
-            let mut q = m;
-            while q > 0 && exact(run[q - 1] as u32) > exact(run[q] as u32) {
-                run.swap(q - 1, q);
-                q -= 1;
+    // Equal keys share a bucket, so each bucket's runs are put in order while it is in cache.
+    radix_sort(keys, |bucket| {
+        let mut i = 0;
+        while i < bucket.len() {
+            let mut j = i + 1;
+            while j < bucket.len() && bucket[j] >> 32 == bucket[i] >> 32 {
+                j += 1;
             }
+            // Stable insertion sort by the exact weight.
+            let run = &mut bucket[i..j];
+            for m in 1..run.len() {
+                let mut q = m;
+                while q > 0 && exact(run[q - 1] as u32) > exact(run[q] as u32) {
+                    run.swap(q - 1, q);
+                    q -= 1;
+                }
+            }
+            i = j;
         }
-        i = j;
-    }
-    sorted
+    })
 }
 
-/// Union–find state, one 16-byte node a pixel; all but `parent` are read at roots only.
+/// A component's state, read at its root only.
 #[derive(Clone, Copy)]
-#[repr(C, align(16))]
-struct Node {
-    parent: u32,
+struct Component {
     size: u32,
     /// `int(C) + k/|C|` from the f32 weight of the edge that last grew C, rounded to f32.
     threshold: f32,
@@ -123,17 +151,70 @@ struct Node {
     last: u32,
 }
 
-fn root(nodes: &mut [Node], mut n: u32) -> u32 {
-    let mut r = n;
-    while nodes[r as usize].parent != r {
-        r = nodes[r as usize].parent;
+/// The root of `n`'s tree, halving the path on the way. The parents are an array of their
+/// own (4 bytes a pixel, so a VOC-size forest stays in L2) apart from the roots' states.
+fn root(parent: &mut [u32], mut n: u32) -> u32 {
+    loop {
+        let p = parent[n as usize];
+        if p == n {
+            return n;
+        }
+        let g = parent[p as usize];
+        parent[n as usize] = g;
+        n = g;
     }
-    while nodes[n as usize].parent != r {
-        let next = nodes[n as usize].parent;
-        nodes[n as usize].parent = r;
-        n = next;
+}
+
+/// `(f32 weight bits << 32 | id)` of every edge, in edge order (kind by kind, raster order
+/// within a kind); `offsets` are each kind's endpoints from its anchor pixel.
+fn edge_keys(planes: &[Vec<f64>], (h, w): (usize, usize), offsets: &[(u32, u32); 4]) -> Vec<u64> {
+    #[inline(always)]
+    fn body(planes: &[Vec<f64>], (h, w): (usize, usize), offsets: &[(u32, u32); 4]) -> Vec<u64> {
+        let mut keys: Vec<u64> = Vec::with_capacity(4 * h * w);
+        let mut acc = vec![0f64; w];
+        for (kind, &(da, db)) in offsets.iter().enumerate() {
+            let (rows, len) = match kind {
+                0 => (h, w - 1),
+                1 => (h - 1, w),
+                _ => (h - 1, w - 1),
+            };
+            let (da, db) = (da as usize, db as usize);
+            for y in 0..rows {
+                let acc = &mut acc[..len];
+                acc.fill(0.0);
+                for pl in planes {
+                    let pa = &pl[y * w + da..y * w + da + len];
+                    let pb = &pl[y * w + db..y * w + db + len];
+                    for ((v, &x), &z) in acc.iter_mut().zip(pa).zip(pb) {
+                        let d = x - z;
+                        *v += d * d;
+                    }
+                }
+                let id0 = ((kind as u64) << KIND_SHIFT) | (y * w) as u64;
+                keys.extend(
+                    acc.iter()
+                        .zip(id0..)
+                        .map(|(v, id)| ((v.sqrt() as f32).to_bits() as u64) << 32 | id),
+                );
+            }
+        }
+        keys
     }
-    r
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn body_avx512(
+        planes: &[Vec<f64>],
+        hw: (usize, usize),
+        o: &[(u32, u32); 4],
+    ) -> Vec<u64> {
+        body(planes, hw, o)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has the features the function was compiled for.
+        return unsafe { body_avx512(planes, (h, w), offsets) };
+    }
+    body(planes, (h, w), offsets)
 }
 
 /// Segment an interleaved u8 image (h, w, c) (any channel count ≥ 1).
@@ -158,9 +239,10 @@ pub fn felzenszwalb(
     let n = h * w;
     assert!(n <= ANCHOR as usize, "image of {n} pixels is too large");
     let scale = p.scale / 255.0;
+    let unit: Vec<f64> = (0..=255u8).map(|v| v as f64 / 255.0).collect();
     let planes: Vec<Vec<f64>> = (0..c)
         .map(|ch| {
-            let mut plane: Vec<f64> = (0..n).map(|i| pixels[i * c + ch] as f64 / 255.0).collect();
+            let mut plane: Vec<f64> = (0..n).map(|i| unit[pixels[i * c + ch] as usize]).collect();
             gaussian_plane(&mut plane, (h, w), p.sigma);
             plane
         })
@@ -177,36 +259,7 @@ pub fn felzenszwalb(
         let anchor = id & ANCHOR;
         (anchor + da, anchor + db)
     };
-    // Keys (f32 weight, id) in edge order.
-    let mut keys: Vec<u64> = Vec::with_capacity(4 * n);
-    let mut acc = vec![0f64; w];
-    for (kind, &(da, db)) in offsets.iter().enumerate() {
-        let (rows, len) = if kind == 1 {
-            (h - 1, w)
-        } else if kind == 0 {
-            (h, w - 1)
-        } else {
-            (h - 1, w - 1)
-        };
-        let (da, db) = (da as usize, db as usize);
-        for y in 0..rows {
-            let acc = &mut acc[..len];
-            acc.fill(0.0);
-            for pl in &planes {
-                let pa = &pl[y * w + da..y * w + da + len];
-                let pb = &pl[y * w + db..y * w + db + len];
-                for ((v, &x), &z) in acc.iter_mut().zip(pa).zip(pb) {
-                    let d = x - z;
-                    *v += d * d;
-                }
-            }
-            let id0 = ((kind as u64) << KIND_SHIFT) | (y * w) as u64;
-            for (x, v) in acc.iter().enumerate() {
-                let cost = v.sqrt();
-                keys.push(((cost as f32).to_bits() as u64) << 32 | (id0 + x as u64));
-            }
-        }
-    }
+    let keys = edge_keys(&planes, (h, w), &offsets);
     // The exact weight, recomputed with the same operations in the same order.
     let cost_of = |id: u32| {
         let (a, b) = endpoints(id);
@@ -219,27 +272,25 @@ pub fn felzenszwalb(
     };
     let sorted = sort_edges(keys, cost_of);
 
-    let mut nodes: Vec<Node> = (0..n as u32)
-        .map(|i| Node {
-            parent: i,
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    let mut comp = vec![
+        Component {
             size: 1,
             threshold: scale as f32,
             last: 0,
-        })
-        .collect();
+        };
+        n
+    ];
     let mut rejected: Vec<u32> = Vec::new();
     for &v in &sorted {
         let id = v as u32;
         let (a, b) = endpoints(id);
-        let (s0, s1) = (root(&mut nodes, a), root(&mut nodes, b));
+        let (s0, s1) = (root(&mut parent, a), root(&mut parent, b));
         if s0 == s1 {
             continue;
         }
-        let (n0, n1) = (nodes[s0 as usize], nodes[s1 as usize]);
+        let (n0, n1) = (comp[s0 as usize], comp[s1 as usize]);
         let t = n0.threshold.min(n1.threshold) as f64;
-        // The f32 weights are within 2⁻²⁴ relative (2⁻¹⁴⁹ absolute when subnormal) of the
-        // exact ones, the f32 thresholds within 2·2⁻²⁴ (weight and rounding); the margin is
-        // 4·2⁻²⁴ of the larger.
         let approx = f32::from_bits((v >> 32) as u32) as f64;
         let margin = (approx + t) * f64::powi(2.0, -22) + f64::powi(2.0, -130);
         let merge = if approx + margin < t {
@@ -247,11 +298,11 @@ pub fn felzenszwalb(
         } else if approx - margin >= t {
             false
         } else {
-            let exact = |node: &Node| {
-                if node.size == 1 {
+            let exact = |c: &Component| {
+                if c.size == 1 {
                     scale
                 } else {
-                    cost_of(node.last) + scale / node.size as f64
+                    cost_of(c.last) + scale / c.size as f64
                 }
             };
             cost_of(id) < exact(&n0).min(exact(&n1))
@@ -263,25 +314,27 @@ pub fn felzenszwalb(
                 (s1, s0)
             };
             let size = n0.size + n1.size;
-            nodes[o as usize].parent = r;
-            nodes[r as usize].size = size;
-            nodes[r as usize].threshold = (approx + scale / size as f64) as f32;
-            nodes[r as usize].last = id;
+            parent[o as usize] = r;
+            comp[r as usize] = Component {
+                size,
+                threshold: (approx + scale / size as f64) as f32,
+                last: id,
+            };
         } else {
             rejected.push(id);
         }
     }
     for &id in &rejected {
         let (a, b) = endpoints(id);
-        let (s0, s1) = (root(&mut nodes, a), root(&mut nodes, b));
+        let (s0, s1) = (root(&mut parent, a), root(&mut parent, b));
         if s0 == s1 {
             continue;
         }
-        let (z0, z1) = (nodes[s0 as usize].size, nodes[s1 as usize].size);
+        let (z0, z1) = (comp[s0 as usize].size, comp[s1 as usize].size);
         if (z0 as usize) < p.min_size || (z1 as usize) < p.min_size {
             let (r, o) = if z0 >= z1 { (s0, s1) } else { (s1, s0) };
-            nodes[o as usize].parent = r;
-            nodes[r as usize].size = z0 + z1;
+            parent[o as usize] = r;
+            comp[r as usize].size = z0 + z1;
         }
     }
     // Components numbered by first pixel in raster order.
@@ -289,7 +342,7 @@ pub fn felzenszwalb(
     let mut labels = vec![0u32; n];
     let mut next = 0u32;
     for (i, label) in labels.iter_mut().enumerate() {
-        let r = root(&mut nodes, i as u32) as usize;
+        let r = root(&mut parent, i as u32) as usize;
         if label_of_root[r] == u32::MAX {
             label_of_root[r] = next;
             next += 1;
@@ -340,6 +393,36 @@ mod tests {
             },
         );
         assert_eq!(seg.count, 1);
+    }
+
+    /// Buckets big enough for the two in-cache passes, skewed keys included, come out as a
+    /// comparison sort orders them, and every bucket is handed over sorted.
+    #[test]
+    fn radix_sort_matches_a_comparison_sort() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let keys: Vec<u64> = (0..40_000u64)
+            .map(|id| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Half the weights in one octave, so one bucket holds thousands.
+                let w = if state % 2 == 0 {
+                    0.5 + (state >> 40) as f32 / (1u64 << 25) as f32
+                } else {
+                    (state >> 40) as f32 / (1u64 << 20) as f32
+                };
+                (w.to_bits() as u64) << 32 | id
+            })
+            .collect();
+        let mut want = keys.clone();
+        want.sort_unstable();
+        let mut handed = 0;
+        let got = radix_sort(keys, |bucket| {
+            assert!(bucket.windows(2).all(|p| p[0] < p[1]));
+            handed += bucket.len();
+        });
+        assert_eq!(got, want);
+        assert_eq!(handed, got.len());
     }
 
     #[test]

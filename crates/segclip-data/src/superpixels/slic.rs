@@ -747,7 +747,10 @@ mod tests {
         assert_eq!(merged.count, 3);
         // Padded rows: the stride is honoured.
         let padded: Vec<u32> = (0..4).flat_map(|_| [7, 7, 7, 7, 9, 9]).collect();
-        assert_eq!(enforce_connectivity(&padded, 6, (4, 4), [0, 5]).labels, want);
+        assert_eq!(
+            enforce_connectivity(&padded, 6, (4, 4), [0, 5]).labels,
+            want
+        );
     }
 
     #[test]
