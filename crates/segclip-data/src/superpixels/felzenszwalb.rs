@@ -406,7 +406,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 // Half the weights in one octave, so one bucket holds thousands.
-                let w = if state % 2 == 0 {
+                let w = if state.is_multiple_of(2) {
                     0.5 + (state >> 40) as f32 / (1u64 << 25) as f32
                 } else {
                     (state >> 40) as f32 / (1u64 << 20) as f32
