@@ -569,60 +569,63 @@ fn enforce_connectivity(
     [min_size, max_size]: [usize; 2],
 ) -> LabelMap {
     const UNSET: u32 = u32::MAX;
-    let mut out = vec![UNSET; h * w];
+    // A one-pixel border of a label no pixel has (and never labelled itself) spares the search
+    // its bounds checks: neighbours are ±1 and ±row.
+    const BORDER: u32 = u32::MAX;
+    let row = w + 2;
+    let mut grid = vec![BORDER; (h + 2) * row];
+    for y in 0..h {
+        grid[(y + 1) * row + 1..(y + 1) * row + 1 + w]
+            .copy_from_slice(&labels[y * stride..y * stride + w]);
+    }
+    let mut out = vec![UNSET; (h + 2) * row];
     let mut next = 0u32;
-    let mut queue: Vec<(usize, usize)> = Vec::new();
-    for y0 in 0..h {
-        for x0 in 0..w {
-            if out[y0 * w + x0] != UNSET {
+    let mut queue: Vec<u32> = Vec::new();
+    for y0 in 1..=h {
+        for start in y0 * row + 1..y0 * row + 1 + w {
+            if out[start] != UNSET {
                 continue;
             }
-            let label = labels[y0 * stride + x0];
+            let label = grid[start];
             let mut adjacent = next;
-            out[y0 * w + x0] = next;
+            out[start] = next;
             queue.clear();
-            queue.push((y0, x0));
+            queue.push(start as u32);
             let mut visited = 0;
             'search: while visited < queue.len() && queue.len() < max_size {
-                let (y, x) = queue[visited];
+                let i = queue[visited] as usize;
                 visited += 1;
-                let neighbours = [
-                    (x + 1 < w, y, x + 1),
-                    (x > 0, y, x.wrapping_sub(1)),
-                    (y + 1 < h, y + 1, x),
-                    (y > 0, y.wrapping_sub(1), x),
-                ];
-                for (inside, ny, nx) in neighbours {
-                    if !inside {
-                        continue;
-                    }
-                    let o = &mut out[ny * w + nx];
-                    if labels[ny * stride + nx] == label && *o == UNSET {
-                        *o = next;
-                        queue.push((ny, nx));
+                // scikit-image's neighbour order: +x, −x, +y, −y.
+                for j in [i + 1, i - 1, i + row, i - row] {
+                    let o = out[j];
+                    if grid[j] == label && o == UNSET {
+                        out[j] = next;
+                        queue.push(j as u32);
                         if queue.len() >= max_size {
                             break 'search;
                         }
-                    } else if *o != UNSET && *o != next {
-                        adjacent = *o;
+                    } else if o != UNSET && o != next {
+                        adjacent = o;
                     }
                 }
             }
             if queue.len() < min_size {
-                for &(y, x) in &queue {
-                    out[y * w + x] = adjacent;
+                for &i in &queue {
+                    out[i as usize] = adjacent;
                 }
             } else {
                 next += 1;
             }
         }
     }
-    let count = (next as usize).max(1);
+    let labels = (1..=h)
+        .flat_map(|y| out[y * row + 1..y * row + 1 + w].iter().copied())
+        .collect();
     LabelMap {
         height: h,
         width: w,
-        labels: out,
-        count,
+        labels,
+        count: (next as usize).max(1),
     }
 }
 
