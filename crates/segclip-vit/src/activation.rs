@@ -26,17 +26,7 @@ impl CustomOp1 for QuickGelu {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("quick-gelu: input must be contiguous");
         };
-        let src = &data[start..end];
-        let mut out = vec![0f32; src.len()];
-        const CHUNK: usize = 1 << 15;
-        if src.len() > 2 * CHUNK {
-            use rayon::prelude::*;
-            out.par_chunks_mut(CHUNK)
-                .zip(src.par_chunks(CHUNK))
-                .for_each(|(d, s)| crate::fastmath::quick_gelu_into(s, d));
-        } else {
-            crate::fastmath::quick_gelu_into(src, &mut out);
-        }
+        let out = quick_gelu_of(&data[start..end]);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -49,21 +39,41 @@ impl CustomOp1 for QuickGelu {
         // d/dx = s (1 + α x (1 − s)), s = σ(α x): one pass over x and the incoming gradient.
         let d = crate::cpu::with_f32(arg, |x| {
             crate::cpu::with_f32(grad_res, |g| {
-                use rayon::prelude::*;
-                let mut out = vec![0f32; x.len()];
-                out.par_chunks_mut(1 << 14)
-                    .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
-                    .for_each(|(o, (x, g))| {
-                        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                            let s = 1.0 / (1.0 + crate::fastmath::exp(-ALPHA * x));
-                            *o = g * s * (1.0 + ALPHA * x * (1.0 - s));
-                        }
-                    });
-                out
+                let mut d = g.to_vec();
+                quick_gelu_backward_in_place(x, &mut d);
+                d
             })
         })??;
         Ok(Some(Tensor::from_vec(d, arg.shape(), arg.device())?))
     }
+}
+
+/// QuickGELU of a buffer, in parallel chunks on large inputs.
+pub(crate) fn quick_gelu_of(src: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    const CHUNK: usize = 1 << 15;
+    if src.len() > 2 * CHUNK {
+        use rayon::prelude::*;
+        out.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| crate::fastmath::quick_gelu_into(s, d));
+    } else {
+        crate::fastmath::quick_gelu_into(src, &mut out);
+    }
+    out
+}
+
+/// `g ← g · QuickGELU′(x)`: the chain rule through QuickGELU, in place.
+pub(crate) fn quick_gelu_backward_in_place(x: &[f32], g: &mut [f32]) {
+    use rayon::prelude::*;
+    g.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(g, x)| {
+            for (g, &x) in g.iter_mut().zip(x) {
+                let s = 1.0 / (1.0 + crate::fastmath::exp(-ALPHA * x));
+                *g = *g * s * (1.0 + ALPHA * x * (1.0 - s));
+            }
+        });
 }
 
 /// `x · σ(1.702 x)`.

@@ -341,7 +341,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.c_proj.forward(&quick_gelu(&self.c_fc.forward(x)?)?)
+        self.c_proj.forward_quick_gelu(&self.c_fc.forward(x)?)
     }
 }
 

@@ -56,6 +56,15 @@ impl Linear {
         self.bias.as_ref()
     }
 
+    /// `QuickGELU(x) Wᵀ + b` (the second layer of a CLIP MLP): for a trainable weight on CPU
+    /// one autograd node that keeps no activation (see `LinearOp`), otherwise the two steps.
+    pub fn forward_quick_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.weight {
+            Weight::Var(w) => trainable_op(x, w, self.bias.as_ref(), true),
+            Weight::Fixed(_) => self.forward(&crate::activation::quick_gelu(x)?),
+        }
+    }
+
     /// Rows `[start, start + len)` of the output only (a slice of the packed q/k/v projection).
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         let wt = self.weight_t()?.narrow(1, start, len)?;
@@ -223,8 +232,23 @@ fn cpu_linear(
 /// `x Wᵀ + b` for a trainable weight `w` (out, in): on CPU (f32, with a bias) one autograd node
 /// ([`LinearOp`]), otherwise candle's matmul through the transposed view and the bias add.
 fn trainable(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    trainable_op(x, w, b, false)
+}
+
+/// [`trainable`], of `QuickGELU(x)` when `quick_gelu_input`.
+fn trainable_op(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    quick_gelu_input: bool,
+) -> candle_core::Result<Tensor> {
     let Some(b) = b.filter(|b| [x, w, b].iter().all(|t| crate::cpu::is_cpu_f32(t))) else {
-        return matmul_bias(x, &w.t()?, b);
+        let x = if quick_gelu_input {
+            crate::activation::quick_gelu(x)?
+        } else {
+            x.clone()
+        };
+        return matmul_bias(&x, &w.t()?, b);
     };
     let dims = x.dims().to_vec();
     let k = dims[dims.len() - 1];
@@ -232,7 +256,7 @@ fn trainable(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<
     let y = x.contiguous()?.reshape((rows, k))?.apply_op3(
         &w.contiguous()?,
         &b.contiguous()?,
-        LinearOp,
+        LinearOp { quick_gelu_input },
     )?;
     let mut out = dims;
     let n = out.len();
@@ -261,11 +285,22 @@ fn gemm_threads(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 /// Through candle's ops the same layer is a matmul with a transposed view, a bias add and two
 /// reshapes, whose gradients are each materialised, zero-accumulated and, for the weight,
 /// transposed back with a strided add.
-struct LinearOp;
+///
+/// With `quick_gelu_input` the node computes `QuickGELU(x) Wᵀ + b`, keeping no activation: the
+/// forward applies QuickGELU into a scratch buffer for the GEMM, the backward applies it again
+/// for dW and turns `dy W` into dx by QuickGELU's derivative. (The MLP's 4×-wide hidden
+/// activation and its gradient are then no graph tensors of their own.)
+struct LinearOp {
+    quick_gelu_input: bool,
+}
 
 impl candle_core::CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
-        "linear"
+        if self.quick_gelu_input {
+            "quick-gelu-linear"
+        } else {
+            "linear"
+        }
     }
 
     fn cpu_fwd(
@@ -278,6 +313,13 @@ impl candle_core::CustomOp3 for LinearOp {
         l3: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let x = crate::cpu::slice(s1, l1, "linear")?;
+        let activated;
+        let x = if self.quick_gelu_input {
+            activated = crate::activation::quick_gelu_of(x);
+            &activated[..]
+        } else {
+            x
+        };
         let w = crate::cpu::slice(s2, l2, "linear")?;
         let b = crate::cpu::slice(s3, l3, "linear")?;
         let (m, k) = l1.shape().dims2()?;
@@ -333,6 +375,14 @@ impl candle_core::CustomOp3 for LinearOp {
             crate::cpu::with_f32(w, |w| {
                 crate::cpu::with_f32(grad, |g| {
                     let (mut dx, mut dw) = (vec![0f32; m * k], vec![0f32; n * k]);
+                    let pre = x;
+                    let activated;
+                    let x = if self.quick_gelu_input {
+                        activated = crate::activation::quick_gelu_of(pre);
+                        &activated[..]
+                    } else {
+                        pre
+                    };
                     // SAFETY: g (m, n), W (n, k), x (m, k), dx (m, k), dW (n, k): live
                     // row-major buffers; g is read transposed through its strides for dW.
                     unsafe {
@@ -378,6 +428,9 @@ impl candle_core::CustomOp3 for LinearOp {
                             false,
                             gemm_threads(n, k, m),
                         );
+                    }
+                    if self.quick_gelu_input {
+                        crate::activation::quick_gelu_backward_in_place(pre, &mut dx);
                     }
                     (dx, dw, crate::cpu::column_sums(g, n))
                 })
@@ -477,6 +530,53 @@ mod bias_tests {
         let gr = (r * &up).unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&x, &w, &b] {
             let d = max((gy.get(v.as_tensor()).unwrap() - gr.get(v.as_tensor()).unwrap()).unwrap());
+            assert!(d < 1e-4, "{d}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod quick_gelu_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// `QuickGELU(z) Wᵀ + b` as one node equals the two steps through candle's ops: output and
+    /// the gradients of z, W and b.
+    #[test]
+    fn fused_quick_gelu_linear_matches_the_composite() {
+        let dev = Device::Cpu;
+        let z = Var::randn(0f32, 2., (2, 30, 12), &dev).unwrap();
+        let w = Var::randn(0f32, 1., (5, 12), &dev).unwrap();
+        let b = Var::randn(0f32, 1., 5, &dev).unwrap();
+        let up = Tensor::randn(0f32, 1., (2, 30, 5), &dev).unwrap();
+        let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).unwrap();
+        let y = lin.forward_quick_gelu(z.as_tensor()).unwrap();
+        let zt = z.as_tensor();
+        let h = (zt * candle_nn::ops::sigmoid(&(zt * 1.702).unwrap()).unwrap()).unwrap();
+        let r = h
+            .broadcast_matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap();
+        let max = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(max((&y - &r).unwrap()) < 1e-5);
+        let gy = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (r * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&z, &w, &b] {
+            let (a, e) = (
+                gy.get(v.as_tensor()).unwrap(),
+                gr.get(v.as_tensor()).unwrap(),
+            );
+            let d = max((a - e).unwrap());
             assert!(d < 1e-4, "{d}");
         }
     }
