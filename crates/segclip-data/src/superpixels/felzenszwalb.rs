@@ -425,6 +425,20 @@ mod tests {
         assert_eq!(handed, got.len());
     }
 
+    /// One-pixel-wide and tiny images segment without panicking, every pixel labelled.
+    #[test]
+    fn tiny_images_segment() {
+        for (h, w) in [(1, 1), (1, 2), (2, 1), (1, 40), (40, 1), (3, 3)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
+            let seg = felzenszwalb(&img, (h, w, 3), &FelzenszwalbParams::default());
+            assert_eq!(seg.labels.len(), h * w);
+            assert!(
+                seg.labels.iter().all(|&l| (l as usize) < seg.count),
+                "{h}x{w}"
+            );
+        }
+    }
+
     #[test]
     fn radix_order_is_a_stable_sort() {
         // 0.1 and 0.1 + 1e-12 share an f32 key; the exact weight orders them.

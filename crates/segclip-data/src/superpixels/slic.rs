@@ -756,6 +756,21 @@ mod tests {
         );
     }
 
+    /// Images thinner than a chunk, or than a window, segment without panicking, every pixel
+    /// labelled.
+    #[test]
+    fn tiny_images_segment() {
+        for (h, w) in [(1, 1), (1, 17), (17, 1), (3, 3), (2, 33), (40, 15)] {
+            let img: Vec<u8> = (0..h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
+            let seg = slic(&img, (h, w), &SlicParams::default());
+            assert_eq!(seg.labels.len(), h * w);
+            assert!(
+                seg.labels.iter().all(|&l| (l as usize) < seg.count),
+                "{h}x{w}"
+            );
+        }
+    }
+
     #[test]
     fn grid_follows_regular_grid() {
         // 400x600, 100 segments: step round(sqrt(2400)) = 49, offset 24.
