@@ -3,8 +3,10 @@
 //!
 //! `cargo bench -p segclip-data --bench superpixels`
 //!
-//! The allocator is the `segclip` binary's (mimalloc), which keeps freed pages for the next
-//! image; with the system allocator each call also pays ~20 MB of fresh page faults.
+//! The allocator is the `segclip` binary's (mimalloc, set never to purge freed pages, as
+//! `src/bin/segclip.rs` does), which keeps freed pages for the next image; with the system
+//! allocator, or mimalloc's default purge delay, each call also pays for megabytes of fresh
+//! page faults.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,7 +26,13 @@ fn photo() -> (Vec<u8>, usize, usize) {
     (img.as_raw().clone(), 375, 500)
 }
 
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn bench(c: &mut Criterion) {
+    // SAFETY: sets a documented mimalloc option (-1 = never purge); options may be set at any
+    // time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let (img, h, w) = photo();
     let mut g = c.benchmark_group("superpixels_500x375");
     g.sample_size(20);
