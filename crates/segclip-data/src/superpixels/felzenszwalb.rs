@@ -123,6 +123,14 @@ fn sort_edges(keys: Vec<u64>, exact: impl Fn(u32) -> f64) -> Vec<u64> {
     radix_sort(keys, |bucket| {
         let mut i = 0;
         while i < bucket.len() {
+            // Ties are rare: skip 16 keys at a time while no two neighbours share a key.
+            if let Some(block) = bucket.get(i..i + 17) {
+                let tie = (0..16).fold(false, |t, l| t | (block[l] >> 32 == block[l + 1] >> 32));
+                if !tie {
+                    i += 16;
+                    continue;
+                }
+            }
             let mut j = i + 1;
             while j < bucket.len() && bucket[j] >> 32 == bucket[i] >> 32 {
                 j += 1;
