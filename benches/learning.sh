@@ -5,6 +5,7 @@
 #
 #   bash benches/learning.sh            # after `cargo build --release`: from scratch
 #   bash benches/learning.sh clip       # from the synthetic CLIP (datasets/synth/clip-synth.safetensors)
+#   SEED=2 bash benches/learning.sh clip  # another training seed (runs/ablation-clip-s2-*)
 #
 # Each run is one epoch over the first 6400 scenes (400 steps of 16, lr 5e-4), 4-7 minutes on
 # 2 cores; the same 200 fresh test scenes evaluate all four.
@@ -15,13 +16,20 @@ bin=target/release/segclip
 for v in con con_kl con_mae all; do
   cfg="datasets/synth/ablation-$v.toml"
   run="runs/ablation-$v"
+  seed=${SEED:-1}
   if [ "${1:-}" = clip ]; then
     run="runs/ablation-clip-$v"
+    [ "$seed" = 1 ] || run="runs/ablation-clip-s$seed-$v"
     mkdir -p runs
-    sed -e "s#^output = .*#output = \"$run\"#" \
+    sed -e "s#^output = .*#output = \"$run\"#" -e "s#^seed = 1\$#seed = $seed#" \
         -e 's#^config = "datasets/synth/model.json"#&\ninit = "datasets/synth/clip-synth.safetensors"#' \
-        "$cfg" > "runs/ablation-clip-$v.toml"
-    cfg="runs/ablation-clip-$v.toml"
+        "$cfg" > "$run.toml"
+    cfg="$run.toml"
+  elif [ "$seed" != 1 ]; then
+    run="runs/ablation-s$seed-$v"
+    mkdir -p runs
+    sed -e "s#^output = .*#output = \"$run\"#" -e "s#^seed = 1\$#seed = $seed#" "$cfg" > "$run.toml"
+    cfg="$run.toml"
   fi
   rm -rf "$run"
   /usr/bin/time -f "$v: %e s, peak RSS %M KB" $bin train --config "$cfg" > /dev/null
