@@ -9,10 +9,17 @@
 //! dS = P ⊙ (dP − rowsum(dP ⊙ P))
 //! dQ = s·dS K,  dK = s·dSᵀ Q
 //! ```
+//!
+//! Two forms: [`AttentionOp`] on q, k, v already split into heads (cross-attention), and
+//! [`PackedAttentionOp`] on self-attention's packed projection `[q | k | v]` (B, N, 3C), which
+//! reads each head's rows in place and writes the heads side by side (B, N, C), and whose
+//! gradient is again one (B, N, 3C) tensor: no head split or merge, hence no copy, reshape or
+//! narrow node and none of their gradient tensors.
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
 use crate::block::{one_head, Rows};
+use crate::cpu::SendPtr;
 
 /// `softmax(s·q kᵀ + mask) v` over q (B, H, Nq, d), k and v (B, H, Nk, d), all contiguous.
 pub(crate) struct AttentionOp {
@@ -21,7 +28,7 @@ pub(crate) struct AttentionOp {
     pub mask: Option<Vec<f32>>,
 }
 
-/// `dst` (m × n, row-major) = `beta · lhs · rhs`, with lhs element (i, p) at
+/// `dst` (m × n, rows `dst_rs` apart) = `beta · lhs · rhs`, with lhs element (i, p) at
 /// `i·lhs.0 + p·lhs.1` and rhs element (p, j) at `p·rhs.0 + j·rhs.1`.
 ///
 /// # Safety
@@ -29,7 +36,7 @@ pub(crate) struct AttentionOp {
 #[allow(clippy::too_many_arguments)]
 unsafe fn mm(
     (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
+    (dst, dst_rs): (*mut f32, usize),
     lhs: *const f32,
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: *const f32,
@@ -42,7 +49,7 @@ unsafe fn mm(
         k,
         dst,
         1,
-        n as isize,
+        dst_rs as isize,
         false,
         lhs,
         lhs_cs as isize,
@@ -156,7 +163,7 @@ impl candle_core::CustomOp3 for AttentionOp {
                                 unsafe {
                                     mm(
                                         (nq, nk, d),
-                                        p.as_mut_ptr(),
+                                        (p.as_mut_ptr(), nk),
                                         q.as_ptr(),
                                         (d, 1),
                                         k.as_ptr(),
@@ -174,7 +181,7 @@ impl candle_core::CustomOp3 for AttentionOp {
                                 unsafe {
                                     mm(
                                         (nk, d, nq),
-                                        dv.as_mut_ptr(),
+                                        (dv.as_mut_ptr(), d),
                                         p.as_ptr(),
                                         (1, nk),
                                         g.as_ptr(),
@@ -183,7 +190,7 @@ impl candle_core::CustomOp3 for AttentionOp {
                                     );
                                     mm(
                                         (nq, nk, d),
-                                        dp.as_mut_ptr(),
+                                        (dp.as_mut_ptr(), nk),
                                         g.as_ptr(),
                                         (d, 1),
                                         v.as_ptr(),
@@ -199,7 +206,7 @@ impl candle_core::CustomOp3 for AttentionOp {
                                 unsafe {
                                     mm(
                                         (nq, d, nk),
-                                        dq.as_mut_ptr(),
+                                        (dq.as_mut_ptr(), d),
                                         dp.as_ptr(),
                                         (nk, 1),
                                         k.as_ptr(),
@@ -208,7 +215,7 @@ impl candle_core::CustomOp3 for AttentionOp {
                                     );
                                     mm(
                                         (nk, d, nq),
-                                        dk.as_mut_ptr(),
+                                        (dk.as_mut_ptr(), d),
                                         dp.as_ptr(),
                                         (1, nk),
                                         q.as_ptr(),
@@ -228,6 +235,191 @@ impl candle_core::CustomOp3 for AttentionOp {
             Some(Tensor::from_vec(dk, k.shape(), dev)?),
             Some(Tensor::from_vec(dv, v.shape(), dev)?),
         ))
+    }
+}
+
+/// Multi-head self-attention over the packed projection `[q | k | v]` (B, N, 3C), contiguous,
+/// to the heads side by side (B, N, C).
+pub(crate) struct PackedAttentionOp {
+    heads: usize,
+    d: usize,
+    scale: f32,
+    /// Additive (N, N) mask, row-major.
+    mask: Option<Vec<f32>>,
+}
+
+impl PackedAttentionOp {
+    /// `heads` of width `d` over `n` tokens; `mask` broadcastable to (N, N).
+    pub fn new(
+        heads: usize,
+        d: usize,
+        n: usize,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Self> {
+        let mask = mask
+            .map(|m| {
+                m.broadcast_as((n, n))?
+                    .contiguous()?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            })
+            .transpose()?;
+        Ok(Self {
+            heads,
+            d,
+            scale: 1.0 / (d as f32).sqrt(),
+            mask,
+        })
+    }
+
+    /// (B, N, C) from the packed layout.
+    fn dims(&self, l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+        let c = self.heads * self.d;
+        match *l.dims() {
+            [b, n, c3] if c3 == 3 * c && self.mask.as_ref().is_none_or(|m| m.len() == n * n) => {
+                Ok((b, n, c))
+            }
+            ref dims => candle_core::bail!(
+                "packed attention: {dims:?} is not (B, N, 3·{c}) with a mask of N² entries"
+            ),
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for PackedAttentionOp {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (b, n, c) = self.dims(l)?;
+        let (heads, d, c3) = (self.heads, self.d, 3 * c);
+        let src = crate::cpu::slice(s, l, "packed attention")?;
+        let mut out = vec![0f32; b * n * c];
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|task| {
+            // Capture the whole `SendPtr` (a closure would otherwise capture its non-Send field).
+            #[allow(clippy::redundant_locals)]
+            let dst = dst;
+            let (bi, h) = (task / heads, task % heads);
+            let at = |offset: usize| Rows {
+                ptr: src[bi * n * c3 + h * d + offset..].as_ptr(),
+                stride: c3,
+            };
+            // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; the output rows of
+            // this (batch, head) are d-wide at stride C, disjoint from every other task's.
+            unsafe {
+                one_head(
+                    at(0),
+                    at(c),
+                    at(2 * c),
+                    dst.0.add(bi * n * c + h * d),
+                    c,
+                    (n, n, d),
+                    self.scale,
+                    self.mask.as_deref(),
+                )
+            };
+        });
+        Ok((CpuStorage::F32(out), (b, n, c).into()))
+    }
+
+    fn bwd(
+        &self,
+        packed: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        let (b, n, c) = self.dims(packed.layout())?;
+        let (heads, d, c3, s) = (self.heads, self.d, 3 * c, self.scale);
+        let dpacked = crate::cpu::with_f32(packed, |x| {
+            crate::cpu::with_f32(grad, |g| {
+                let mut dx = vec![0f32; b * n * c3];
+                let dst = SendPtr(dx.as_mut_ptr());
+                (0..b * heads).into_par_iter().for_each(|task| {
+                    #[allow(clippy::redundant_locals)]
+                    let dst = dst;
+                    let (bi, h) = (task / heads, task % heads);
+                    let at = bi * n * c3 + h * d;
+                    let (q, k, v) = (&x[at..], &x[at + c..], &x[at + 2 * c..]);
+                    let g = &g[bi * n * c + h * d..];
+                    let mut p = vec![0f32; n * n];
+                    let mut dp = vec![0f32; n * n];
+                    // SAFETY: q, k, v are n rows of d at stride 3C inside `x`, g n rows of d at
+                    // stride C inside the gradient; p and dp are (n, n) buffers of this task;
+                    // the dq/dk/dv rows are this (batch, head)'s d-wide blocks at stride 3C
+                    // of `dx`, disjoint from every other task's.
+                    unsafe {
+                        mm(
+                            (n, n, d),
+                            (p.as_mut_ptr(), n),
+                            q.as_ptr(),
+                            (c3, 1),
+                            k.as_ptr(),
+                            (1, c3),
+                            s,
+                        );
+                        for (r, row) in p.chunks_mut(n).enumerate() {
+                            if let Some(m) = &self.mask {
+                                row.iter_mut().zip(&m[r * n..]).for_each(|(x, a)| *x += a);
+                            }
+                            crate::fastmath::softmax_row(row);
+                        }
+                        let (dq, dk, dv) =
+                            (dst.0.add(at), dst.0.add(at + c), dst.0.add(at + 2 * c));
+                        mm(
+                            (n, d, n),
+                            (dv, c3),
+                            p.as_ptr(),
+                            (1, n),
+                            g.as_ptr(),
+                            (c, 1),
+                            1.0,
+                        );
+                        mm(
+                            (n, n, d),
+                            (dp.as_mut_ptr(), n),
+                            g.as_ptr(),
+                            (c, 1),
+                            v.as_ptr(),
+                            (1, c3),
+                            1.0,
+                        );
+                        for (dp, p) in dp.chunks_mut(n).zip(p.chunks(n)) {
+                            let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+                            dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
+                        }
+                        // dp now holds dS.
+                        mm(
+                            (n, d, n),
+                            (dq, c3),
+                            dp.as_ptr(),
+                            (n, 1),
+                            k.as_ptr(),
+                            (c3, 1),
+                            s,
+                        );
+                        mm(
+                            (n, d, n),
+                            (dk, c3),
+                            dp.as_ptr(),
+                            (1, n),
+                            q.as_ptr(),
+                            (c3, 1),
+                            s,
+                        );
+                    }
+                });
+                dx
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(
+            dpacked,
+            packed.shape(),
+            packed.device(),
+        )?))
     }
 }
 

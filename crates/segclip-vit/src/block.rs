@@ -153,85 +153,6 @@ pub(crate) unsafe fn one_head(
     );
 }
 
-/// A `*mut f32` that may cross threads: the tasks below write disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes from the parallel tasks of one call.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-/// Multi-head self-attention straight from the packed projection `[q | k | v]` (B, N, 3C),
-/// writing heads side by side into (B, N, C): no head split or merge copies. `None` when the
-/// fused path does not apply (gradients, other devices or dtypes).
-fn packed_attention_cpu(
-    packed: &Tensor,
-    heads: usize,
-    mask: Option<&Tensor>,
-) -> Result<Option<Tensor>> {
-    use candle_core::{CpuStorage, Storage};
-    use rayon::prelude::*;
-    if !packed.device().is_cpu()
-        || packed.dtype() != candle_core::DType::F32
-        || packed.track_op()
-        || mask.is_some_and(|m| m.track_op())
-    {
-        return Ok(None);
-    }
-    let packed = packed.contiguous()?;
-    let (b, n, c3) = packed.dims3()?;
-    let c = c3 / 3;
-    let d = c / heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let mv: Option<Vec<f32>> = mask
-        .map(|m| {
-            m.broadcast_as((n, n))?
-                .contiguous()?
-                .flatten_all()?
-                .to_vec1::<f32>()
-        })
-        .transpose()?;
-    let (storage, layout) = packed.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return Ok(None);
-    };
-    let src = &data[layout.start_offset()..layout.start_offset() + b * n * c3];
-    let mut out = vec![0f32; b * n * c];
-    let dst = SendPtr(out.as_mut_ptr());
-    (0..b * heads).into_par_iter().for_each(|task| {
-        // Capture the whole `SendPtr` (a closure would otherwise capture its non-Send field).
-        #[allow(clippy::redundant_locals)]
-        let dst = dst;
-        let (bi, h) = (task / heads, task % heads);
-        let base = bi * n * c3 + h * d;
-        let (q, k, v) = (&src[base..], &src[base + c..], &src[base + 2 * c..]);
-        // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; the output rows of this
-        // (batch, head) are d-wide at stride C, disjoint from every other task's.
-        unsafe {
-            one_head(
-                Rows {
-                    ptr: q.as_ptr(),
-                    stride: c3,
-                },
-                Rows {
-                    ptr: k.as_ptr(),
-                    stride: c3,
-                },
-                Rows {
-                    ptr: v.as_ptr(),
-                    stride: c3,
-                },
-                dst.0.add(bi * n * c + h * d),
-                c,
-                (n, n, d),
-                scale,
-                mv.as_deref(),
-            )
-        };
-    });
-    drop(storage);
-    Ok(Some(Tensor::from_vec(out, (b, n, c), packed.device())?))
-}
-
 /// `nn.MultiheadAttention` with the packed `in_proj_weight` (3C, C), rows `[q; k; v]`.
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
@@ -305,8 +226,16 @@ impl MultiHeadAttention {
     /// Self-attention over `x` (B, N, C) with an optional additive mask (N, N).
     pub fn forward_self(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let packed = self.in_proj.forward(x)?;
-        if let Some(o) = packed_attention_cpu(&packed, self.heads, mask)? {
-            return Ok(self.out_proj.forward(&o)?);
+        if crate::cpu::is_cpu_f32(&packed) && mask.is_none_or(|m| !m.track_op()) {
+            let op = crate::attention_op::PackedAttentionOp::new(
+                self.heads,
+                self.width / self.heads,
+                packed.dim(1)?,
+                mask,
+            )?;
+            return Ok(self
+                .out_proj
+                .forward(&packed.contiguous()?.apply_op1(op)?)?);
         }
         let Qkv { q, k, v } = self.split_packed(&packed)?;
         self.merge_heads(&attention(&q, &k, &v, mask)?)
@@ -426,15 +355,19 @@ mod tests {
         }
     }
 
+    /// Self-attention on the packed projection (one node) gives the split path's output and
+    /// the same gradient for the packed tensor, with and without a causal mask.
     #[test]
     fn packed_attention_matches_the_split_path() {
         let dev = Device::Cpu;
         let (b, n, heads, d) = (2, 6, 3, 4);
         let c = heads * d;
-        let packed = Tensor::randn(0f32, 1., (b, n, 3 * c), &dev).unwrap();
+        let packed = Var::randn(0f32, 1., (b, n, 3 * c), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (b, n, c), &dev).unwrap();
         let mask = causal_mask(n, &dev).unwrap();
         for m in [None, Some(&mask)] {
-            let fast = packed_attention_cpu(&packed, heads, m).unwrap().unwrap();
+            let op = crate::attention_op::PackedAttentionOp::new(heads, d, n, m).unwrap();
+            let fast = packed.as_tensor().apply_op1(op).unwrap();
             let split = |i: usize| {
                 packed
                     .narrow(2, i * c, c)
@@ -446,18 +379,25 @@ mod tests {
                     .contiguous()
                     .unwrap()
             };
-            let qv = Var::from_tensor(&split(0)).unwrap();
-            let o = attention(qv.as_tensor(), &split(1), &split(2), m).unwrap();
+            let o = attention(&split(0), &split(1), &split(2), m).unwrap();
             let slow = o.transpose(1, 2).unwrap().reshape((b, n, c)).unwrap();
-            let diff = (fast - slow)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-5, "{diff}");
+            let max_diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert!(max_diff(&fast, &slow) < 1e-5, "output");
+            let grad = |o: &Tensor| {
+                let g = (o * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(packed.as_tensor()).unwrap().clone()
+            };
+            let diff = max_diff(&grad(&fast), &grad(&slow));
+            assert!(diff < 1e-5, "gradient (masked {}): {diff}", m.is_some());
         }
     }
 }

@@ -2,6 +2,14 @@
 
 use candle_core::{CpuStorage, Storage, Tensor};
 
+/// A `*mut f32` that may cross threads: the parallel tasks of one kernel write disjoint
+/// elements through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: only used for disjoint writes from the parallel tasks of one call.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
 /// Whether `t` lives on the CPU as f32 (the fused kernels' domain).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
