@@ -229,7 +229,10 @@ def main():
           f"{phases['backward_ms']:.0f}, update {phases['update_ms']:.0f}), peak RSS {rss:.0f} MiB")
     print(f"torch {statistics.median(ts):8.0f} ms/step (forward {tphases[1]:.0f}, backward {tphases[2]:.0f}, "
           f"update {tphases[3]:.0f}; last round's median step), peak RSS {torch_rss:.0f} MiB")
-    print(f"ratio rust/torch {ratio:.2f}")
+    pairs = ", ".join(f"{r:.0f}/{t:.0f} = {r / t:.2f}" for r, t in zip(rs, ts))
+    print(f"per round rust/torch: {pairs}")
+    print(f"ratio rust/torch {ratio:.2f} (median of the rounds' ratios; "
+          f"ratio of the medians {statistics.median(rs) / statistics.median(ts):.2f})")
 
 
 if __name__ == "__main__":

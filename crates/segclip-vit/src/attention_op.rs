@@ -336,83 +336,86 @@ impl candle_core::CustomOp1 for PackedAttentionOp {
         let (heads, d, c3, s) = (self.heads, self.d, 3 * c, self.scale);
         let dpacked = crate::cpu::with_f32(packed, |x| {
             crate::cpu::with_f32(grad, |g| {
-                let mut dx = vec![0f32; b * n * c3];
-                let dst = SendPtr(dx.as_mut_ptr());
-                (0..b * heads).into_par_iter().for_each(|task| {
-                    #[allow(clippy::redundant_locals)]
-                    let dst = dst;
-                    let (bi, h) = (task / heads, task % heads);
-                    let at = bi * n * c3 + h * d;
-                    let (q, k, v) = (&x[at..], &x[at + c..], &x[at + 2 * c..]);
-                    let g = &g[bi * n * c + h * d..];
-                    let mut p = vec![0f32; n * n];
-                    let mut dp = vec![0f32; n * n];
-                    // SAFETY: q, k, v are n rows of d at stride 3C inside `x`, g n rows of d at
-                    // stride C inside the gradient; p and dp are (n, n) buffers of this task;
-                    // the dq/dk/dv rows are this (batch, head)'s d-wide blocks at stride 3C
-                    // of `dx`, disjoint from every other task's.
-                    unsafe {
-                        mm(
-                            (n, n, d),
-                            (p.as_mut_ptr(), n),
-                            q.as_ptr(),
-                            (c3, 1),
-                            k.as_ptr(),
-                            (1, c3),
-                            s,
-                        );
-                        for (r, row) in p.chunks_mut(n).enumerate() {
-                            if let Some(m) = &self.mask {
-                                row.iter_mut().zip(&m[r * n..]).for_each(|(x, a)| *x += a);
+                let fill = |dx: *mut f32| {
+                    let dst = SendPtr(dx);
+                    (0..b * heads).into_par_iter().for_each(|task| {
+                        #[allow(clippy::redundant_locals)]
+                        let dst = dst;
+                        let (bi, h) = (task / heads, task % heads);
+                        let at = bi * n * c3 + h * d;
+                        let (q, k, v) = (&x[at..], &x[at + c..], &x[at + 2 * c..]);
+                        let g = &g[bi * n * c + h * d..];
+                        let mut p = vec![0f32; n * n];
+                        let mut dp = vec![0f32; n * n];
+                        // SAFETY: q, k, v are n rows of d at stride 3C inside `x`, g n rows of d at
+                        // stride C inside the gradient; p and dp are (n, n) buffers of this task;
+                        // the dq/dk/dv rows are this (batch, head)'s d-wide blocks at stride 3C
+                        // of `dx`, disjoint from every other task's.
+                        unsafe {
+                            mm(
+                                (n, n, d),
+                                (p.as_mut_ptr(), n),
+                                q.as_ptr(),
+                                (c3, 1),
+                                k.as_ptr(),
+                                (1, c3),
+                                s,
+                            );
+                            for (r, row) in p.chunks_mut(n).enumerate() {
+                                if let Some(m) = &self.mask {
+                                    row.iter_mut().zip(&m[r * n..]).for_each(|(x, a)| *x += a);
+                                }
+                                crate::fastmath::softmax_row(row);
                             }
-                            crate::fastmath::softmax_row(row);
+                            let (dq, dk, dv) =
+                                (dst.0.add(at), dst.0.add(at + c), dst.0.add(at + 2 * c));
+                            mm(
+                                (n, d, n),
+                                (dv, c3),
+                                p.as_ptr(),
+                                (1, n),
+                                g.as_ptr(),
+                                (c, 1),
+                                1.0,
+                            );
+                            mm(
+                                (n, n, d),
+                                (dp.as_mut_ptr(), n),
+                                g.as_ptr(),
+                                (c, 1),
+                                v.as_ptr(),
+                                (1, c3),
+                                1.0,
+                            );
+                            for (dp, p) in dp.chunks_mut(n).zip(p.chunks(n)) {
+                                let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+                                dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
+                            }
+                            // dp now holds dS.
+                            mm(
+                                (n, d, n),
+                                (dq, c3),
+                                dp.as_ptr(),
+                                (n, 1),
+                                k.as_ptr(),
+                                (c3, 1),
+                                s,
+                            );
+                            mm(
+                                (n, d, n),
+                                (dk, c3),
+                                dp.as_ptr(),
+                                (1, n),
+                                q.as_ptr(),
+                                (c3, 1),
+                                s,
+                            );
                         }
-                        let (dq, dk, dv) =
-                            (dst.0.add(at), dst.0.add(at + c), dst.0.add(at + 2 * c));
-                        mm(
-                            (n, d, n),
-                            (dv, c3),
-                            p.as_ptr(),
-                            (1, n),
-                            g.as_ptr(),
-                            (c, 1),
-                            1.0,
-                        );
-                        mm(
-                            (n, n, d),
-                            (dp.as_mut_ptr(), n),
-                            g.as_ptr(),
-                            (c, 1),
-                            v.as_ptr(),
-                            (1, c3),
-                            1.0,
-                        );
-                        for (dp, p) in dp.chunks_mut(n).zip(p.chunks(n)) {
-                            let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
-                            dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
-                        }
-                        // dp now holds dS.
-                        mm(
-                            (n, d, n),
-                            (dq, c3),
-                            dp.as_ptr(),
-                            (n, 1),
-                            k.as_ptr(),
-                            (c3, 1),
-                            s,
-                        );
-                        mm(
-                            (n, d, n),
-                            (dk, c3),
-                            dp.as_ptr(),
-                            (1, n),
-                            q.as_ptr(),
-                            (c3, 1),
-                            s,
-                        );
-                    }
-                });
-                dx
+                    });
+                };
+                // SAFETY: the heads' dq, dk and dv blocks cover every element of dx, each
+                // written in full by its GEMM.
+                unsafe { crate::cpu::written_by(b * n * c3, fill) }
             })
         })??;
         Ok(Some(Tensor::from_vec(

@@ -10,6 +10,22 @@ pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// `n` f32 that `fill` writes in full before anything reads them, without zeroing them first
+/// (a gradient buffer zeroed and then overwritten by a GEMM costs a memset of its size).
+///
+/// # Safety
+/// `fill` must write all `n` elements through the pointer it gets.
+pub(crate) unsafe fn written_by(n: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit` elements need no initialisation.
+    unsafe { v.set_len(n) };
+    fill(v.as_mut_ptr().cast());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the caller's `fill` initialised all `n` elements; same allocation, length and
+    // capacity, and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), n, v.capacity()) }
+}
+
 /// Whether `t` lives on the CPU as f32 (the fused kernels' domain).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32

@@ -374,7 +374,6 @@ impl candle_core::CustomOp3 for LinearOp {
         let (dx, dw, db) = crate::cpu::with_f32(x, |x| {
             crate::cpu::with_f32(w, |w| {
                 crate::cpu::with_f32(grad, |g| {
-                    let (mut dx, mut dw) = (vec![0f32; m * k], vec![0f32; n * k]);
                     let pre = x;
                     let activated;
                     let x = if self.quick_gelu_input {
@@ -383,52 +382,72 @@ impl candle_core::CustomOp3 for LinearOp {
                     } else {
                         pre
                     };
-                    // SAFETY: g (m, n), W (n, k), x (m, k), dx (m, k), dW (n, k): live
-                    // row-major buffers; g is read transposed through its strides for dW.
-                    unsafe {
-                        gemm::gemm(
-                            m,
-                            k,
-                            n,
-                            dx.as_mut_ptr(),
-                            1,
-                            k as isize,
-                            false,
-                            g.as_ptr(),
-                            1,
-                            n as isize,
-                            w.as_ptr(),
-                            1,
-                            k as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm_threads(m, k, n),
-                        );
-                        gemm::gemm(
-                            n,
-                            k,
-                            m,
-                            dw.as_mut_ptr(),
-                            1,
-                            k as isize,
-                            false,
-                            g.as_ptr(),
-                            n as isize,
-                            1,
-                            x.as_ptr(),
-                            1,
-                            k as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm_threads(n, k, m),
-                        );
-                    }
+                    // dx = g W, dW = gᵀ x, each written in full by one GEMM (no zeroing first;
+                    // with nothing to sum over, zeros).
+                    let dx_into = |dx: *mut f32| {
+                        // SAFETY: g (m, n), W (n, k) live row-major buffers, dx (m, k) writable.
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                k,
+                                n,
+                                dx,
+                                1,
+                                k as isize,
+                                false,
+                                g.as_ptr(),
+                                1,
+                                n as isize,
+                                w.as_ptr(),
+                                1,
+                                k as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm_threads(m, k, n),
+                            )
+                        }
+                    };
+                    let dw_into = |dw: *mut f32| {
+                        // SAFETY: g (m, n) read transposed through its strides, x (m, k), dW
+                        // (n, k) writable.
+                        unsafe {
+                            gemm::gemm(
+                                n,
+                                k,
+                                m,
+                                dw,
+                                1,
+                                k as isize,
+                                false,
+                                g.as_ptr(),
+                                n as isize,
+                                1,
+                                x.as_ptr(),
+                                1,
+                                k as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm_threads(n, k, m),
+                            )
+                        }
+                    };
+                    let (mut dx, dw) = if n > 0 && m > 0 {
+                        // SAFETY: each GEMM writes every element of its output.
+                        unsafe {
+                            (
+                                crate::cpu::written_by(m * k, dx_into),
+                                crate::cpu::written_by(n * k, dw_into),
+                            )
+                        }
+                    } else {
+                        (vec![0f32; m * k], vec![0f32; n * k])
+                    };
                     if self.quick_gelu_input {
                         crate::activation::quick_gelu_backward_in_place(pre, &mut dx);
                     }
