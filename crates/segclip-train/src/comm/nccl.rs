@@ -3,8 +3,8 @@
 //! Each collective copies the tensor to host memory, into a device buffer of this worker's
 //! stream, runs the NCCL collective and copies the result back onto the tensor's device. The
 //! staging costs two host copies of the gradients a step; it keeps this module independent of
-//! candle's CUDA storage internals, so it builds (and is type-checked) without a CUDA toolkit:
-//! cudarc loads libcuda and libnccl when the first communicator is created.
+//! candle's CUDA storage internals. The feature implies `cuda`; `.ci/check-cuda` type-checks it
+//! on a machine without a CUDA toolkit.
 //!
 //! Launch: rank 0 creates the NCCL id and writes it to a file that the other ranks read
 //! ([`NcclId`]); see `docs/training.md`.
