@@ -66,6 +66,87 @@ unsafe fn mm(
     );
 }
 
+/// One (batch, head)'s gradient, the formulas at the top of this file: P recomputed from q and
+/// k, then `dV = Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − rowsum(dO Vᵀ ⊙ P))`, `dQ = s·dS K`,
+/// `dK = s·dSᵀ Q`, each written in full into its rows.
+///
+/// # Safety
+/// q and g must address nq rows, k and v nk rows, of `d` readable values each; dq nq rows and
+/// dk, dv nk rows of `d` writable values at their strides, written by no one else meanwhile.
+unsafe fn head_backward(
+    [q, k, v, g]: [Rows; 4],
+    [(dq, dq_rs), (dk, dk_rs), (dv, dv_rs)]: [(*mut f32, usize); 3],
+    (nq, nk, d): (usize, usize, usize),
+    s: f32,
+    mask: Option<&[f32]>,
+) {
+    let mut p = vec![0f32; nq * nk];
+    let mut dp = vec![0f32; nq * nk];
+    // SAFETY (every `mm`): the caller's rows, and p, dp as (nq, nk) row-major buffers.
+    unsafe {
+        mm(
+            (nq, nk, d),
+            (p.as_mut_ptr(), nk),
+            q.ptr,
+            (q.stride, 1),
+            k.ptr,
+            (1, k.stride),
+            s,
+        );
+    }
+    for (r, row) in p.chunks_mut(nk).enumerate() {
+        if let Some(m) = mask {
+            row.iter_mut().zip(&m[r * nk..]).for_each(|(x, a)| *x += a);
+        }
+        crate::fastmath::softmax_row(row);
+    }
+    unsafe {
+        mm(
+            (nk, d, nq),
+            (dv, dv_rs),
+            p.as_ptr(),
+            (1, nk),
+            g.ptr,
+            (g.stride, 1),
+            1.0,
+        );
+        mm(
+            (nq, nk, d),
+            (dp.as_mut_ptr(), nk),
+            g.ptr,
+            (g.stride, 1),
+            v.ptr,
+            (1, v.stride),
+            1.0,
+        );
+    }
+    for (dp, p) in dp.chunks_mut(nk).zip(p.chunks(nk)) {
+        let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+        dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
+    }
+    // dp now holds dS.
+    unsafe {
+        mm(
+            (nq, d, nk),
+            (dq, dq_rs),
+            dp.as_ptr(),
+            (nk, 1),
+            k.ptr,
+            (k.stride, 1),
+            s,
+        );
+        mm(
+            (nk, d, nq),
+            (dk, dk_rs),
+            dp.as_ptr(),
+            (1, nk),
+            q.ptr,
+            (q.stride, 1),
+            s,
+        );
+    }
+}
+
 impl AttentionOp {
     /// (B·H, Nq, Nk, d) from the layouts of q and k.
     fn dims(&self, q: &Layout, k: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
@@ -154,75 +235,26 @@ impl candle_core::CustomOp3 for AttentionOp {
                             .zip(dk.par_chunks_mut(nk * d).zip(dv.par_chunks_mut(nk * d)))
                             .enumerate()
                             .for_each(|(i, (dq, (dk, dv)))| {
-                                let (q, g) = (&q[i * nq * d..], &g[i * nq * d..]);
-                                let (k, v) = (&k[i * nk * d..], &v[i * nk * d..]);
-                                let mut p = vec![0f32; nq * nk];
-                                let mut dp = vec![0f32; nq * nk];
-                                // SAFETY: every operand is a live row-major buffer of the
-                                // (nq | nk, d) or (nq, nk) shape its strides describe.
+                                let rows = |x: &[f32], n: usize| Rows {
+                                    ptr: x[i * n * d..].as_ptr(),
+                                    stride: d,
+                                };
+                                // SAFETY: this (batch, head)'s q and g (nq, d), k and v
+                                // (nk, d) are live row-major buffers; dq, dk, dv its own
+                                // chunks.
                                 unsafe {
-                                    mm(
+                                    head_backward(
+                                        [rows(q, nq), rows(k, nk), rows(v, nk), rows(g, nq)],
+                                        [
+                                            (dq.as_mut_ptr(), d),
+                                            (dk.as_mut_ptr(), d),
+                                            (dv.as_mut_ptr(), d),
+                                        ],
                                         (nq, nk, d),
-                                        (p.as_mut_ptr(), nk),
-                                        q.as_ptr(),
-                                        (d, 1),
-                                        k.as_ptr(),
-                                        (1, d),
                                         s,
-                                    );
-                                }
-                                for (r, row) in p.chunks_mut(nk).enumerate() {
-                                    if let Some(m) = &self.mask {
-                                        row.iter_mut().zip(&m[r * nk..]).for_each(|(x, a)| *x += a);
-                                    }
-                                    crate::fastmath::softmax_row(row);
-                                }
-                                // SAFETY: as above.
-                                unsafe {
-                                    mm(
-                                        (nk, d, nq),
-                                        (dv.as_mut_ptr(), d),
-                                        p.as_ptr(),
-                                        (1, nk),
-                                        g.as_ptr(),
-                                        (d, 1),
-                                        1.0,
-                                    );
-                                    mm(
-                                        (nq, nk, d),
-                                        (dp.as_mut_ptr(), nk),
-                                        g.as_ptr(),
-                                        (d, 1),
-                                        v.as_ptr(),
-                                        (1, d),
-                                        1.0,
-                                    );
-                                }
-                                for (dp, p) in dp.chunks_mut(nk).zip(p.chunks(nk)) {
-                                    let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
-                                    dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
-                                }
-                                // SAFETY: as above; dp now holds dS.
-                                unsafe {
-                                    mm(
-                                        (nq, d, nk),
-                                        (dq.as_mut_ptr(), d),
-                                        dp.as_ptr(),
-                                        (nk, 1),
-                                        k.as_ptr(),
-                                        (d, 1),
-                                        s,
-                                    );
-                                    mm(
-                                        (nk, d, nq),
-                                        (dk.as_mut_ptr(), d),
-                                        dp.as_ptr(),
-                                        (1, nk),
-                                        q.as_ptr(),
-                                        (d, 1),
-                                        s,
-                                    );
-                                }
+                                        self.mask.as_deref(),
+                                    )
+                                };
                             });
                         (dq, dk, dv)
                     })
@@ -343,74 +375,29 @@ impl candle_core::CustomOp1 for PackedAttentionOp {
                         let dst = dst;
                         let (bi, h) = (task / heads, task % heads);
                         let at = bi * n * c3 + h * d;
+                        let rows = |ptr: &[f32], stride| Rows {
+                            ptr: ptr.as_ptr(),
+                            stride,
+                        };
                         let (q, k, v) = (&x[at..], &x[at + c..], &x[at + 2 * c..]);
                         let g = &g[bi * n * c + h * d..];
-                        let mut p = vec![0f32; n * n];
-                        let mut dp = vec![0f32; n * n];
-                        // SAFETY: q, k, v are n rows of d at stride 3C inside `x`, g n rows of d at
-                        // stride C inside the gradient; p and dp are (n, n) buffers of this task;
-                        // the dq/dk/dv rows are this (batch, head)'s d-wide blocks at stride 3C
-                        // of `dx`, disjoint from every other task's.
+                        // SAFETY: q, k, v are n rows of d at stride 3C inside `x`, g n rows of
+                        // d at stride C inside the gradient; the dq/dk/dv rows are this
+                        // (batch, head)'s d-wide blocks at stride 3C of `dx`, disjoint from
+                        // every other task's.
                         unsafe {
-                            mm(
+                            head_backward(
+                                [rows(q, c3), rows(k, c3), rows(v, c3), rows(g, c)],
+                                [
+                                    (dst.0.add(at), c3),
+                                    (dst.0.add(at + c), c3),
+                                    (dst.0.add(at + 2 * c), c3),
+                                ],
                                 (n, n, d),
-                                (p.as_mut_ptr(), n),
-                                q.as_ptr(),
-                                (c3, 1),
-                                k.as_ptr(),
-                                (1, c3),
                                 s,
-                            );
-                            for (r, row) in p.chunks_mut(n).enumerate() {
-                                if let Some(m) = &self.mask {
-                                    row.iter_mut().zip(&m[r * n..]).for_each(|(x, a)| *x += a);
-                                }
-                                crate::fastmath::softmax_row(row);
-                            }
-                            let (dq, dk, dv) =
-                                (dst.0.add(at), dst.0.add(at + c), dst.0.add(at + 2 * c));
-                            mm(
-                                (n, d, n),
-                                (dv, c3),
-                                p.as_ptr(),
-                                (1, n),
-                                g.as_ptr(),
-                                (c, 1),
-                                1.0,
-                            );
-                            mm(
-                                (n, n, d),
-                                (dp.as_mut_ptr(), n),
-                                g.as_ptr(),
-                                (c, 1),
-                                v.as_ptr(),
-                                (1, c3),
-                                1.0,
-                            );
-                            for (dp, p) in dp.chunks_mut(n).zip(p.chunks(n)) {
-                                let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
-                                dp.iter_mut().zip(p).for_each(|(x, &p)| *x = p * (*x - dot));
-                            }
-                            // dp now holds dS.
-                            mm(
-                                (n, d, n),
-                                (dq, c3),
-                                dp.as_ptr(),
-                                (n, 1),
-                                k.as_ptr(),
-                                (c3, 1),
-                                s,
-                            );
-                            mm(
-                                (n, d, n),
-                                (dk, c3),
-                                dp.as_ptr(),
-                                (1, n),
-                                q.as_ptr(),
-                                (c3, 1),
-                                s,
-                            );
-                        }
+                                self.mask.as_deref(),
+                            )
+                        };
                     });
                 };
                 // SAFETY: the heads' dq, dk and dv blocks cover every element of dx, each
@@ -472,14 +459,7 @@ mod tests {
                 .matmul(v.as_tensor())
                 .unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {
-                let err = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let err = crate::cpu::max_abs_diff(a, b);
                 assert!(err < 1e-5, "{what} (masked {masked}): max error {err}");
             };
             close(&fused, &composite, "output");

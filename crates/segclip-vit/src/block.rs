@@ -343,14 +343,7 @@ mod tests {
             // A Var input takes the composite path.
             let qv = Var::from_tensor(&q).unwrap();
             let comp = attention(qv.as_tensor(), &k, &v, m).unwrap();
-            let diff = (fused - comp)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::cpu::max_abs_diff(&fused, &comp);
             assert!(diff < 1e-5, "{diff}");
         }
     }
@@ -381,22 +374,12 @@ mod tests {
             };
             let o = attention(&split(0), &split(1), &split(2), m).unwrap();
             let slow = o.transpose(1, 2).unwrap().reshape((b, n, c)).unwrap();
-            let max_diff = |a: &Tensor, b: &Tensor| {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            assert!(max_diff(&fast, &slow) < 1e-5, "output");
+            assert!(crate::cpu::max_abs_diff(&fast, &slow) < 1e-5, "output");
             let grad = |o: &Tensor| {
                 let g = (o * &w).unwrap().sum_all().unwrap().backward().unwrap();
                 g.get(packed.as_tensor()).unwrap().clone()
             };
-            let diff = max_diff(&grad(&fast), &grad(&slow));
+            let diff = crate::cpu::max_abs_diff(&grad(&fast), &grad(&slow));
             assert!(diff < 1e-5, "gradient (masked {}): {diff}", m.is_some());
         }
     }

@@ -93,3 +93,16 @@ pub(crate) fn column_sums(x: &[f32], cols: usize) -> Vec<f32> {
             },
         )
 }
+
+/// The largest absolute difference of two tensors (tests compare fused kernels with this).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}

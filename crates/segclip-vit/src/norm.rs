@@ -198,14 +198,7 @@ mod tests {
             .unwrap();
         let ln = LayerNorm::new(w.as_tensor().clone(), b, 1e-5);
         let comp = ln.forward(&x).unwrap();
-        let d = (&fused - &comp)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::cpu::max_abs_diff(&fused, &comp);
         assert!(d < 1e-5, "{d}");
         let g = comp.sum_all().unwrap().backward().unwrap();
         assert!(g.get(w.as_tensor()).is_some());
