@@ -15,6 +15,9 @@
 //! `single` draws only one-object scenes and adds the 4-way shape accuracy (argmax of the shape
 //! logits; chance 25 %).
 //!
+//! `MODEL=file.json` trains another model configuration's tower (default
+//! `datasets/synth/model.json`), e.g. one with a convolutional stem.
+//!
 //! ```text
 //! cargo run --release --example shape_supervised -- STEPS LR MODE [single]
 //! ```
@@ -96,7 +99,8 @@ fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("unknown MODE `{mode}`; {usage}"),
     };
     let dev = Device::Cpu;
-    let cfg = SegClipConfig::from_file(std::path::Path::new("datasets/synth/model.json"))?;
+    let model = std::env::var("MODEL").unwrap_or_else(|_| "datasets/synth/model.json".into());
+    let cfg = SegClipConfig::from_file(std::path::Path::new(&model))?;
     let tr = Trainer::new(&cfg, None, Default::default(), Default::default(), 1, &dev)?;
     let vis = &tr.model.model.visual;
     let (size, grid, centers) = (

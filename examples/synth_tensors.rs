@@ -1,7 +1,8 @@
 //! Synthetic captioned training scenes as raw arrays, for the GPU pretraining of the benchmark's
 //! CLIP (`benches/pretrain_synth_clip.py`, docs/benchmarks.md): scene `i` of stream `SEED`
 //! (training split: the held-out combinations never appear) as `images.u8` (N, S, S, 3) RGB
-//! bytes and `tokens.i32` (N, CONTEXT) CLIP token ids, zero-padded, plus `meta.json`. Scenes are
+//! bytes, `labels.u8` (N, S, S) class per pixel (`synth::class_id`, 0 = background) and
+//! `tokens.i32` (N, CONTEXT) CLIP token ids, zero-padded, plus `meta.json`. Scenes are
 //! drawn in parallel (rayon); the files are the same for any thread count.
 //!
 //! ```text
@@ -28,19 +29,21 @@ fn main() -> anyhow::Result<()> {
 
     let mut images = std::io::BufWriter::new(std::fs::File::create(out.join("images.u8"))?);
     let mut tokens = std::io::BufWriter::new(std::fs::File::create(out.join("tokens.i32"))?);
+    let mut labels = std::io::BufWriter::new(std::fs::File::create(out.join("labels.u8"))?);
     let chunk = 4096;
     for start in (0..count).step_by(chunk) {
         let end = (start + chunk).min(count);
-        let scenes: Vec<(Vec<u8>, Vec<u32>)> = (start..end)
+        let scenes: Vec<(Vec<u8>, Vec<u32>, Vec<u8>)> = (start..end)
             .into_par_iter()
             .map(|i| {
                 let s = synth::scene(seed, i as u64, size, Split::Train);
                 let ids = tokenizer.encode(&s.caption)?.padded(context);
-                Ok((s.image.data, ids))
+                Ok((s.image.data, ids, s.labels))
             })
             .collect::<anyhow::Result<_>>()?;
-        for (px, ids) in scenes {
+        for (px, ids, lab) in scenes {
             images.write_all(&px)?;
+            labels.write_all(&lab)?;
             for id in ids {
                 tokens.write_all(&(id as i32).to_le_bytes())?;
             }
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     }
     images.flush()?;
     tokens.flush()?;
+    labels.flush()?;
     let meta = serde_json::json!({"count": count, "size": size, "context": context, "seed": seed});
     std::fs::write(out.join("meta.json"), meta.to_string())?;
     println!("{count} scenes of {size}² px → {}", out.display());

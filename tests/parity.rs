@@ -81,3 +81,26 @@ fn config_is_inferred_from_checkpoint_shapes() {
         assert_eq!(SegClipConfig::infer(&sd).unwrap(), cfg, "{set}");
     }
 }
+
+/// A model with a convolutional stem (`datasets/synth/model-conv.json`): its keys, the config
+/// read back off their shapes, a forward pass, and a stem that does not match the patch size.
+#[test]
+fn a_convolutional_stem_is_inferred_and_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = SegClipConfig::from_file(&root.join("datasets/synth/model-conv.json")).unwrap();
+    assert_eq!(cfg.vision.conv_stem, [32, 64]);
+    let dev = candle_core::Device::Cpu;
+    let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &dev).unwrap();
+    assert!(sd.tensors.contains_key("clip.visual.conv_stem.2.weight"));
+    assert!(!sd.tensors.contains_key("clip.visual.conv_stem.2.bias"));
+    assert!(!sd.tensors.contains_key("clip.visual.conv1.weight"));
+    assert_eq!(SegClipConfig::infer(&sd).unwrap().vision, cfg.vision);
+    let model = segclip::group::SegClip::from_state_dict(sd, &cfg, &dev).unwrap();
+    let px = candle_core::Tensor::randn(0f32, 1., (2, 3, 112, 112), &dev).unwrap();
+    let out = model.visual.forward(&px, None, None).unwrap();
+    assert_eq!(out.image_emb.dims(), &[2, cfg.embed_dim]);
+    let mut bad = cfg.clone();
+    bad.vision.conv_stem = vec![32];
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("stride 4, not the patch size 8"), "{err}");
+}

@@ -117,6 +117,7 @@ impl SegClipConfig {
                 width: p.vision_width,
                 heads: p.vision_heads,
                 ln_eps: p.ln_eps,
+                conv_stem: Vec::new(),
             },
             text: TextConfig {
                 vocab_size: p.vocab_size,
@@ -170,6 +171,14 @@ impl SegClipConfig {
                 v.image_size, v.patch_size
             ));
         }
+        if !v.conv_stem.is_empty() && 2usize << v.conv_stem.len() != v.patch_size {
+            return bad(format!(
+                "a convolutional stem with {} hidden layers has stride {}, not the patch size {}",
+                v.conv_stem.len(),
+                2usize << v.conv_stem.len(),
+                v.patch_size
+            ));
+        }
         for (name, w, h) in [
             ("vision", v.width, v.heads),
             ("cross-attention", v.width, self.group.cross_heads),
@@ -208,11 +217,22 @@ impl SegClipConfig {
             &[g * g + 1, c],
         );
         push(&mut req, "clip.visual.proj".into(), &[c, d]);
-        push(
-            &mut req,
-            "clip.visual.conv1.weight".into(),
-            &[c, 3, self.vision.patch_size, self.vision.patch_size],
-        );
+        if self.vision.conv_stem.is_empty() {
+            push(
+                &mut req,
+                "clip.visual.conv1.weight".into(),
+                &[c, 3, self.vision.patch_size, self.vision.patch_size],
+            );
+        } else {
+            let convs = segclip_vit::conv_stem::conv_channels(&self.vision);
+            for (i, &(ci, co)) in convs.iter().enumerate() {
+                let k = format!("clip.visual.conv_stem.{i}");
+                push(&mut req, format!("{k}.weight"), &[co, ci, 3, 3]);
+                if i + 1 < convs.len() {
+                    push(&mut req, format!("{k}.bias"), &[co]);
+                }
+            }
+        }
         push(&mut req, "clip.visual.ln_pre.weight".into(), &[c]);
         push(&mut req, "clip.visual.ln_pre.bias".into(), &[c]);
         for i in 0..self.layers0 {
@@ -383,19 +403,31 @@ impl SegClipConfig {
             }
         };
         get("clip.visual.transformer.semantic_layer2.semantic_center")?;
-        let conv = get("clip.visual.conv1.weight")?;
-        let [c, 3, p, p2] = conv.as_slice() else {
-            return Err(Error::Config(format!(
-                "`clip.visual.conv1.weight` in {} has shape {conv:?}, expected (C, 3, p, p)",
-                sd.source
-            )));
+        // A convolutional stem: `conv_stem.{i}.weight` (c_out, c_in, 3, 3), i = 0, 1, …
+        let stem: Vec<usize> = (0..)
+            .map_while(|i| {
+                sd.tensors
+                    .get(&format!("clip.visual.conv_stem.{i}.weight"))
+                    .map(|t| t.dims()[0])
+            })
+            .collect();
+        let (c, p, conv_stem) = if let Some((&c, hidden)) = stem.split_last() {
+            (c, 1usize << stem.len(), hidden.to_vec())
+        } else {
+            let conv = get("clip.visual.conv1.weight")?;
+            let [c, 3, p, p2] = conv.as_slice() else {
+                return Err(Error::Config(format!(
+                    "`clip.visual.conv1.weight` in {} has shape {conv:?}, expected (C, 3, p, p)",
+                    sd.source
+                )));
+            };
+            if p != p2 {
+                return Err(Error::Config(format!(
+                    "non-square patches {p}x{p2} are not supported"
+                )));
+            }
+            (*c, *p, Vec::new())
         };
-        let (c, p) = (*c, *p);
-        if p != *p2 {
-            return Err(Error::Config(format!(
-                "non-square patches {p}x{p2} are not supported"
-            )));
-        }
         let (rows, _) = dims2("clip.visual.positional_embedding")?;
         let grid = ((rows.saturating_sub(1)) as f64).sqrt().round() as usize;
         if grid * grid + 1 != rows {
@@ -422,6 +454,7 @@ impl SegClipConfig {
                 width: c,
                 heads: heads(c),
                 ln_eps: 1e-5,
+                conv_stem,
             },
             text: TextConfig {
                 vocab_size: vocab,

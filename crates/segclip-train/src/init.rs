@@ -2,7 +2,8 @@
 //! embedding weights N(0, 0.02), biases 0, LayerNorms 1/0, packed `in_proj` weights
 //! Xavier-uniform, grouped 1×1 convolutions U(±1/√fan_in), `semantic_center` and `mask_token`
 //! truncated N(0, 0.02), the MAE decoder positions the fixed sin-cos table, the logit scale
-//! ln(1/0.07) as CLIP starts it.
+//! ln(1/0.07) as CLIP starts it; a convolutional stem's kernels U(±1/√fan_in), PyTorch's
+//! `Conv2d` default (not in SegCLIP, which has no such stem).
 
 use candle_core::{Device, Tensor};
 
@@ -58,6 +59,9 @@ pub fn fresh(
         vec![0.0; n]
     } else if last == "in_proj_weight" {
         let a = (6.0 / (shape[0] / 3 + shape[1]) as f64).sqrt();
+        (0..n).map(|_| rng.uniform(-a, a) as f32).collect()
+    } else if key.starts_with("clip.visual.conv_stem.") && last == "weight" {
+        let a = 1.0 / (shape[1..].iter().product::<usize>() as f64).sqrt();
         (0..n).map(|_| rng.uniform(-a, a) as f32).collect()
     } else if module == "k_conv" || module == "v_conv" {
         let a = 1.0 / (shape[1] as f64).sqrt();

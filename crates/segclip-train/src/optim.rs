@@ -56,20 +56,22 @@ impl Default for OptimConfig {
     }
 }
 
-/// Parameters SegCLIP never trains (spec 3.7): patch stem, positional and class embeddings,
-/// `ln_pre`, the text token and positional embeddings, the fixed decoder positions.
+/// Parameters SegCLIP never trains (spec 3.7): patch stem (a convolutional one too),
+/// positional and class embeddings, `ln_pre`, the text token and positional embeddings, the
+/// fixed decoder positions.
 pub fn is_frozen(name: &str) -> bool {
-    matches!(
-        name,
-        "clip.visual.class_embedding"
-            | "clip.visual.positional_embedding"
-            | "clip.visual.conv1.weight"
-            | "clip.visual.ln_pre.weight"
-            | "clip.visual.ln_pre.bias"
-            | "clip.token_embedding.weight"
-            | "clip.positional_embedding"
-            | "vis_mae_decoder.decoder_pos_embed"
-    )
+    name.starts_with("clip.visual.conv_stem.")
+        || matches!(
+            name,
+            "clip.visual.class_embedding"
+                | "clip.visual.positional_embedding"
+                | "clip.visual.conv1.weight"
+                | "clip.visual.ln_pre.weight"
+                | "clip.visual.ln_pre.bias"
+                | "clip.token_embedding.weight"
+                | "clip.positional_embedding"
+                | "vis_mae_decoder.decoder_pos_embed"
+        )
 }
 
 /// Whether `name` trains at the high learning rate.

@@ -18,6 +18,7 @@ fn tiny() -> SegClipConfig {
             width: 32,
             heads: 2,
             ln_eps: 1e-5,
+            conv_stem: Vec::new(),
         },
         text: TextConfig {
             vocab_size: 49408,

@@ -20,6 +20,7 @@ fn tiny() -> SegClipConfig {
             width: 64,
             heads: 1,
             ln_eps: 1e-5,
+            conv_stem: Vec::new(),
         },
         text: TextConfig {
             vocab_size: 49408,

@@ -15,6 +15,11 @@ pub struct VisionConfig {
     pub width: usize,
     pub heads: usize,
     pub ln_eps: f64,
+    /// Hidden channels of a convolutional stem (`conv_stem.rs`): when not empty, 3×3 stride-2
+    /// convolutions 3 → `conv_stem`… → width replace the p×p patch convolution `conv1`, and
+    /// `patch_size` must be 2^(len + 1). Empty (the default) for CLIP's stem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conv_stem: Vec<usize>,
 }
 
 impl VisionConfig {
@@ -26,6 +31,7 @@ impl VisionConfig {
             width: 768,
             heads: 12,
             ln_eps: 1e-5,
+            conv_stem: Vec::new(),
         }
     }
 

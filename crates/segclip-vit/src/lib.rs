@@ -18,6 +18,7 @@ pub mod activation;
 mod attention_op;
 pub mod block;
 mod config;
+pub mod conv_stem;
 mod cpu;
 mod error;
 pub mod fastmath;

@@ -1,7 +1,7 @@
 //! The CLIP vision stem and head (spec section 1.2, steps 1–4 and 6).
 //!
-//! Stem: `conv1` (a 16×16, stride-16 convolution without bias, computed as patchify + matmul),
-//! the class token, the positional table (bicubically resampled when the patch grid is not the
+//! Stem: `conv1` (a 16×16, stride-16 convolution without bias, computed as patchify + matmul;
+//! or, when the config asks for one, the convolutional stem of `conv_stem.rs`), the class token, the positional table (bicubically resampled when the patch grid is not the
 //! training grid) and `ln_pre`. Head: `ln_post`, then `x @ proj`.
 
 use crate::norm::LayerNorm;
@@ -9,14 +9,22 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::block::ln;
+use crate::conv_stem::ConvStem;
 use crate::interpolate::bicubic_hwc;
 use crate::{Result, VisionConfig};
+
+/// How patches become tokens.
+#[derive(Debug, Clone)]
+enum PatchEmbed {
+    /// CLIP's `conv1.weight` flattened to (C, 3·p·p) in (channel, row, column) order.
+    Patchify(Tensor),
+    Conv(ConvStem),
+}
 
 /// Patch embedding, class token, positional embedding and `ln_pre`.
 #[derive(Debug, Clone)]
 pub struct VisionStem {
-    /// `conv1.weight` flattened to (C, 3·p·p) in (channel, row, column) order.
-    patch_weight: Tensor,
+    patch: PatchEmbed,
     pub class_embedding: Tensor,
     pub positional_embedding: Tensor,
     pub ln_pre: LayerNorm,
@@ -43,10 +51,17 @@ pub fn patchify_chw(pixels: &Tensor, p: usize) -> Result<Tensor> {
 impl VisionStem {
     pub fn new(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
         let (c, p) = (cfg.width, cfg.patch_size);
-        let conv = vb.get((c, 3, p, p), "conv1.weight")?;
+        let patch = if cfg.conv_stem.is_empty() {
+            PatchEmbed::Patchify(
+                vb.get((c, 3, p, p), "conv1.weight")?
+                    .reshape((c, 3 * p * p))?,
+            )
+        } else {
+            PatchEmbed::Conv(ConvStem::new(vb.pp("conv_stem"), cfg)?)
+        };
         let n = cfg.grid() * cfg.grid() + 1;
         Ok(Self {
-            patch_weight: conv.reshape((c, 3 * p * p))?,
+            patch,
             class_embedding: vb.get(c, "class_embedding")?,
             positional_embedding: vb.get((n, c), "positional_embedding")?,
             ln_pre: ln(vb.pp("ln_pre"), c, cfg.ln_eps)?,
@@ -86,7 +101,19 @@ impl VisionStem {
         let p = self.cfg.patch_size;
         let (b, _, h, w) = pixels.dims4()?;
         let (gh, gw) = (h / p, w / p);
-        let patches = patchify_chw(pixels, p)?.broadcast_matmul(&self.patch_weight.t()?)?;
+        let patches = match &self.patch {
+            PatchEmbed::Patchify(weight) => {
+                patchify_chw(pixels, p)?.broadcast_matmul(&weight.t()?)?
+            }
+            PatchEmbed::Conv(stem) => {
+                if gh == 0 || gw == 0 {
+                    return Err(crate::Error::Config(format!(
+                        "an image of {h}x{w} pixels is smaller than one {p}x{p} patch"
+                    )));
+                }
+                stem.forward(&pixels.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?)?
+            }
+        };
         let c = self.cfg.width;
         let cls = self
             .class_embedding
