@@ -207,6 +207,7 @@ impl CustomOp1 for Im2Col {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::max_abs_diff as diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -229,18 +230,6 @@ mod tests {
             .broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap())
             .unwrap();
         assert_eq!(ours.dims(), &[2, 4, 3, 4]);
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         assert!(diff(&ours, &theirs) < 1e-5);
         // Same gradients for a weighted sum of the outputs.
         let r = Tensor::randn(0f32, 1., (2, 4, 3, 4), &dev).unwrap();
