@@ -55,106 +55,159 @@ impl Default for SlicParams {
 const LANES: usize = 16;
 /// Rows that share one list of the centres reaching each chunk.
 const BAND: usize = 8;
+/// Rows of a chunk assigned together: independent chains of "best so far" that the processor
+/// overlaps (one chunk alone waits on each comparison's latency).
+const ROWS: usize = 4;
 
-/// A centre as one chunk sees it: its colour, where its `d_x²` table starts for this chunk, its
-/// index.
+/// A centre as one chunk sees it: its colour times −2, where its `d_x²·w_xy` table starts for
+/// this chunk, its index.
 #[derive(Clone, Copy)]
 struct Candidate {
-    colour: [f32; 3],
+    minus2c: [f32; 3],
     table: u32,
     index: u32,
 }
 
 /// Give each pixel of a chunk its nearest candidate; whether any pixel was reached. Candidates
 /// come in centre-index order and strictly nearer wins, so ties keep the earlier centre, as
-/// scikit-image does. The distance is scikit-image's, in its order,
-/// `(d_y² + d_x²)·w_xy + ((Δ₀² + Δ₁²) + Δ₂²)`, but in f32 (scikit-image: f64): twice the SIMD
-/// lanes, at the cost of deciding some near-ties differently (`docs/deviations.md`). Outside a
-/// centre's window `d_y²` (from `dy2`, by centre) or `d_x²` (from `tables`) is +∞, which never
-/// wins.
+/// scikit-image does. scikit-image's distance is `d_xy²·w_xy + |f − c|²`; this kernel ranks the
+/// candidates by that distance less the pixel's own `|f|²`, the same for every candidate:
+/// `(d_x²·w_xy + (d_y²·w_xy + |c|²)) − 2 f·c`, one add and three fused multiply-adds in f32
+/// (scikit-image: eleven operations in f64). Only near-ties can be decided differently
+/// (`docs/deviations.md`). Outside a centre's window the row term (from `row_terms`, by centre)
+/// or `d_x²·w_xy` (from `tables`) is +∞, which never wins.
+#[inline(always)]
 fn assign_chunk_portable(
     f: [&[f32; LANES]; 3],
     candidates: &[Candidate],
     tables: &[f32],
-    dy2: &[f32],
-    spatial: f32,
+    row_terms: &[f32],
     nearest: &mut [u32; LANES],
 ) -> bool {
     // Half a chunk at a time: eight lanes of state fit the registers of SSE, AVX2 and NEON.
     const HALF: usize = LANES / 2;
     let mut reached = false;
     for h in [0, HALF] {
-        let mut best = [f32::MAX; HALF];
+        let mut best = [f32::INFINITY; HALF];
         let mut who: [u32; HALF] = nearest[h..h + HALF].try_into().unwrap();
         let f: [&[f32]; 3] = f.map(|f| &f[h..h + HALF]);
         for c in candidates {
-            let dy = dy2[c.index as usize];
-            if dy == f32::INFINITY {
+            let row = row_terms[c.index as usize];
+            if row == f32::INFINITY {
                 continue;
             }
             let t = c.table as usize + h;
             let dx2 = &tables[t..t + HALF];
             // Selects rather than branches, so the lanes vectorise.
             for l in 0..HALF {
-                let (d0, d1, d2) = (
-                    f[0][l] - c.colour[0],
-                    f[1][l] - c.colour[1],
-                    f[2][l] - c.colour[2],
-                );
-                let d = (dy + dx2[l]) * spatial + (d0 * d0 + d1 * d1 + d2 * d2);
+                let d = f[0][l].mul_add(c.minus2c[0], dx2[l] + row);
+                let d = f[1][l].mul_add(c.minus2c[1], d);
+                let d = f[2][l].mul_add(c.minus2c[2], d);
                 let better = best[l] > d;
                 best[l] = if better { d } else { best[l] };
                 who[l] = if better { c.index } else { who[l] };
             }
         }
         nearest[h..h + HALF].copy_from_slice(&who);
-        reached |= best.iter().any(|&d| d < f32::MAX);
+        reached |= best.iter().any(|&d| d < f32::INFINITY);
     }
     reached
 }
 
-/// [`assign_chunk_portable`] in AVX-512 registers: the same operations in the same order, so
-/// the same labels, with the best distance and centre kept in registers across the candidates
-/// (a pixel-centre pair costs no memory traffic).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn assign_chunk_avx512(
-    f: [&[f32; LANES]; 3],
+/// One chunk in `ROWS` consecutive rows: row `r`'s lanes start at `at + r·stride` in the
+/// feature planes and the labels.
+struct Block<'a> {
+    feat: [&'a [f32]; 3],
+    nearest: &'a mut [u32],
+    at: usize,
+    stride: usize,
+}
+
+impl Block<'_> {
+    /// Whether every row's lanes are in bounds (the kernels' one check).
+    fn fits(&self) -> bool {
+        let end = self.at + (ROWS - 1) * self.stride + LANES;
+        self.feat.iter().all(|p| p.len() >= end) && self.nearest.len() >= end
+    }
+}
+
+/// [`assign_chunk_portable`] on each row of a block; `row_terms` holds `ROWS` rows of one term
+/// per centre.
+#[inline(always)]
+fn assign_block_portable(
+    block: Block,
     candidates: &[Candidate],
     tables: &[f32],
-    dy2: &[f32],
-    spatial: f32,
-    nearest: &mut [u32; LANES],
+    row_terms: &[f32],
+) -> bool {
+    let k = row_terms.len() / ROWS;
+    let mut reached = false;
+    for r in 0..ROWS {
+        let at = block.at + r * block.stride;
+        let f = block.feat.map(|p| p[at..at + LANES].try_into().unwrap());
+        let out = (&mut block.nearest[at..at + LANES]).try_into().unwrap();
+        let terms = &row_terms[r * k..(r + 1) * k];
+        reached |= assign_chunk_portable(f, candidates, tables, terms, out);
+    }
+    reached
+}
+
+/// [`assign_block_portable`] in AVX-512 registers: the same operations in the same order, so
+/// the same labels, with each row's best distance and centre kept in registers across the
+/// candidates (a pixel-centre pair costs no memory traffic) and the candidate's `d_x²·w_xy`
+/// and colour loaded once for all rows. A candidate outside a row's window costs that row an
+/// addition of +∞ rather than a branch.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn assign_block_avx512(
+    block: Block,
+    candidates: &[Candidate],
+    tables: &[f32],
+    row_terms: &[f32],
 ) -> bool {
     use std::arch::x86_64::*;
-    // SAFETY (loads and stores): each pointer is to 16 in-bounds f32 or u32, by the arrays'
-    // types or by slicing `tables`.
-    let [f0, f1, f2] = f.map(|p| unsafe { _mm512_loadu_ps(p.as_ptr()) });
-    let spatial = _mm512_set1_ps(spatial);
-    let mut best = _mm512_set1_ps(f32::MAX);
-    let mut who = unsafe { _mm512_loadu_si512(nearest.as_ptr().cast()) };
-    for c in candidates {
-        let dy = dy2[c.index as usize];
-        if dy == f32::INFINITY {
-            continue;
+    assert!(block.fits(), "SLIC block out of bounds");
+    let k = row_terms.len() / ROWS;
+    let mut f = [[_mm512_setzero_ps(); 3]; ROWS];
+    let mut best = [_mm512_set1_ps(f32::INFINITY); ROWS];
+    let mut who = [_mm512_setzero_si512(); ROWS];
+    for r in 0..ROWS {
+        let at = block.at + r * block.stride;
+        for (c, plane) in block.feat.iter().enumerate() {
+            // SAFETY: in bounds by `fits`.
+            f[r][c] = unsafe { _mm512_loadu_ps(plane.as_ptr().add(at)) };
         }
+        // SAFETY: in bounds by `fits`.
+        who[r] = unsafe { _mm512_loadu_si512(block.nearest.as_ptr().add(at).cast()) };
+    }
+    for c in candidates {
         let t = c.table as usize;
         let dx2 = unsafe { _mm512_loadu_ps(tables[t..t + LANES].as_ptr()) };
-        let d0 = _mm512_sub_ps(f0, _mm512_set1_ps(c.colour[0]));
-        let d1 = _mm512_sub_ps(f1, _mm512_set1_ps(c.colour[1]));
-        let d2 = _mm512_sub_ps(f2, _mm512_set1_ps(c.colour[2]));
-        let xy = _mm512_mul_ps(_mm512_add_ps(_mm512_set1_ps(dy), dx2), spatial);
-        let lab = _mm512_add_ps(
-            _mm512_add_ps(_mm512_mul_ps(d0, d0), _mm512_mul_ps(d1, d1)),
-            _mm512_mul_ps(d2, d2),
+        let (m0, m1, m2) = (
+            _mm512_set1_ps(c.minus2c[0]),
+            _mm512_set1_ps(c.minus2c[1]),
+            _mm512_set1_ps(c.minus2c[2]),
         );
-        let d = _mm512_add_ps(xy, lab);
-        let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d, best);
-        best = _mm512_mask_mov_ps(best, better, d);
-        who = _mm512_mask_set1_epi32(who, better, c.index as i32);
+        let index = _mm512_set1_epi32(c.index as i32);
+        let terms = &row_terms[c.index as usize..];
+        for r in 0..ROWS {
+            let d = _mm512_add_ps(dx2, _mm512_set1_ps(terms[r * k]));
+            let d = _mm512_fmadd_ps(f[r][0], m0, d);
+            let d = _mm512_fmadd_ps(f[r][1], m1, d);
+            let d = _mm512_fmadd_ps(f[r][2], m2, d);
+            let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d, best[r]);
+            best[r] = _mm512_mask_mov_ps(best[r], better, d);
+            who[r] = _mm512_mask_mov_epi32(who[r], better, index);
+        }
     }
-    unsafe { _mm512_storeu_si512(nearest.as_mut_ptr().cast(), who) };
-    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(best, _mm512_set1_ps(f32::MAX)) != 0
+    let mut reached = 0;
+    for r in 0..ROWS {
+        let at = block.at + r * block.stride;
+        // SAFETY: in bounds by `fits`.
+        unsafe { _mm512_storeu_si512(block.nearest.as_mut_ptr().add(at).cast(), who[r]) };
+        reached |= _mm512_cmp_ps_mask::<_CMP_LT_OQ>(best[r], _mm512_set1_ps(f32::INFINITY));
+    }
+    reached != 0
 }
 
 /// sRGB companding undone (scikit-image's `_prepare_colorarray` then `rgb2xyz`).
@@ -258,6 +311,187 @@ fn features(pixels: &[u8], lab: bool) -> [Vec<f64>; 3] {
     feat
 }
 
+/// The features as the assignment reads them: f32, less a fixed shift to about the middle of
+/// their range (which changes no distance and halves the magnitudes the kernel's expanded form
+/// cancels), in rows of `stride` (whole chunks) and a height of whole bands; padding lies outside
+/// every window.
+struct Planes {
+    feat: [Vec<f32>; 3],
+    stride: usize,
+    shift: [f64; 3],
+}
+
+/// The largest magnitude of a Lab coordinate of an sRGB colour (b* reaches −107.9).
+const LAB_BOUND: f64 = 128.0;
+
+/// Scale the features by `1/compactness` (scikit-image's order: after smoothing) and write both
+/// forms the rounds read in one pass: the assignment's [`Planes`] and the update's fixed-point
+/// records `[q₀, q₁, q₂, x]`, with their quantum. The quantum comes from the features' bound
+/// (Lab of sRGB, or [0, 1]), not from a pass over them.
+fn split_features(
+    feat: &[Vec<f64>; 3],
+    (h, w): (usize, usize),
+    lab: bool,
+    compactness: f64,
+) -> (Planes, Vec<[i32; 4]>, f64) {
+    let ratio = 1.0 / compactness;
+    let (bound, middle) = if lab {
+        (LAB_BOUND, [50.0, 0.0, 0.0])
+    } else {
+        (1.0, [0.5; 3])
+    };
+    let shift = middle.map(|m| m * ratio);
+    // Every |q| under 2³⁰; an out-of-range value (not a colour's) would saturate, not wrap.
+    let e = (30.0 - (bound * ratio.abs()).log2())
+        .floor()
+        .clamp(-1000.0, 1000.0) as i32;
+    let scale = 2f64.powi(e);
+    let stride = w.div_ceil(LANES) * LANES;
+    let rows = h.div_ceil(BAND) * BAND;
+    let mut planes = [0; 3].map(|_| vec![0f32; rows * stride]);
+    let mut records = vec![[0i32; 4]; h * w];
+    let [p0, p1, p2] = &mut planes;
+    for y in 0..h {
+        let src = y * w..(y + 1) * w;
+        let (f0, f1, f2) = (&feat[0][src.clone()], &feat[1][src.clone()], &feat[2][src]);
+        let out = &mut records[y * w..(y + 1) * w];
+        let dst = y * stride..y * stride + w;
+        let (d0, d1, d2) = (&mut p0[dst.clone()], &mut p1[dst.clone()], &mut p2[dst]);
+        for x in 0..w {
+            let v = [f0[x] * ratio, f1[x] * ratio, f2[x] * ratio];
+            d0[x] = (v[0] - shift[0]) as f32;
+            d1[x] = (v[1] - shift[1]) as f32;
+            d2[x] = (v[2] - shift[2]) as f32;
+            let q = v.map(|v| (v * scale + 0.5f64.copysign(v)) as i32);
+            out[x] = [q[0], q[1], q[2], x as i32];
+        }
+    }
+    let planes = Planes {
+        feat: planes,
+        stride,
+        shift,
+    };
+    (planes, records, 2f64.powi(-e))
+}
+
+/// Rows whose sums the centre update accumulates side by side, each into its own table: the
+/// additions into one label's sums then form independent chains the processor overlaps.
+const STREAMS: usize = 4;
+
+/// The centre update: every centre becomes the mean `(y, x, colour)` of its pixels.
+///
+/// Each pixel is a record `[q₀, q₁, q₂, x]` (its features in fixed point, `v ≈ q · quantum`);
+/// its label's sums `[Σq₀, Σq₁, Σq₂, Σx, Σy, n]` grow by the record, its row and one. The sums are
+/// integers, exact in any order, so rows add side by side, without a branch per pixel (runs of
+/// one label are short, so the branches of run-by-run summing were mispredicted), into
+/// `STREAMS` tables summed at the end. The quantum is a power of two with every `|q|` under
+/// 2³⁰: for Lab features 2⁻²⁶, below an f32 ulp of the values; scikit-image sums f64 in raster
+/// order, so means can differ in the last bits of an f32 and decide near-ties differently.
+struct Update {
+    w: usize,
+    h: usize,
+    records: Vec<[i32; 4]>,
+    quantum: f64,
+    tables: Vec<[i64; 8]>,
+}
+
+impl Update {
+    fn new(records: Vec<[i32; 4]>, quantum: f64, (h, w): (usize, usize), k: usize) -> Self {
+        Self {
+            w,
+            h,
+            records,
+            quantum,
+            tables: vec![[0; 8]; STREAMS * k],
+        }
+    }
+
+    /// Every centre's new mean from the labels `nearest` (rows of `stride`); a centre without
+    /// pixels becomes NaN (scikit-image's 0/0), which wins no pixel again.
+    fn means(&mut self, nearest: &[u32], stride: usize, centers: &mut [[f64; 5]]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has the features the function was compiled for.
+            unsafe { self.accumulate_avx512(nearest, stride) };
+        } else {
+            self.accumulate(nearest, stride);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.accumulate(nearest, stride);
+        let k = centers.len();
+        for (ci, c) in centers.iter_mut().enumerate() {
+            let mut s = [0i64; 8];
+            for table in self.tables.chunks_exact(k) {
+                s.iter_mut().zip(&table[ci]).for_each(|(s, v)| *s += v);
+            }
+            let n = s[5] as f64;
+            *c = if s[5] == 0 {
+                [f64::NAN; 5]
+            } else {
+                [
+                    s[4] as f64 / n,
+                    s[3] as f64 / n,
+                    s[0] as f64 * self.quantum / n,
+                    s[1] as f64 * self.quantum / n,
+                    s[2] as f64 * self.quantum / n,
+                ]
+            };
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn accumulate_avx512(&mut self, nearest: &[u32], stride: usize) {
+        self.accumulate(nearest, stride)
+    }
+
+    /// The sums of every label, `STREAMS` rows side by side (the last rows one by one).
+    #[inline(always)]
+    fn accumulate(&mut self, nearest: &[u32], stride: usize) {
+        let (w, h) = (self.w, self.h);
+        let k = self.tables.len() / STREAMS;
+        self.tables.iter_mut().for_each(|t| *t = [0; 8]);
+        let (mut tables, records) = (self.tables.chunks_exact_mut(k), &self.records);
+        let tables: [&mut [[i64; 8]]; STREAMS] = std::array::from_fn(|_| tables.next().unwrap());
+        #[inline(always)]
+        fn add(table: &mut [[i64; 8]], label: u32, record: [i32; 4], y: usize) {
+            let sums = &mut table[label as usize];
+            let v = [
+                record[0] as i64,
+                record[1] as i64,
+                record[2] as i64,
+                record[3] as i64,
+                y as i64,
+                1,
+                0,
+                0,
+            ];
+            for (s, v) in sums.iter_mut().zip(v) {
+                *s += v;
+            }
+        }
+        let mut y = 0;
+        while y + STREAMS <= h {
+            let labels: [&[u32]; STREAMS] =
+                std::array::from_fn(|r| &nearest[(y + r) * stride..(y + r) * stride + w]);
+            let recs: [&[[i32; 4]]; STREAMS] =
+                std::array::from_fn(|r| &records[(y + r) * w..(y + r + 1) * w]);
+            for x in 0..w {
+                for r in 0..STREAMS {
+                    add(tables[r], labels[r][x], recs[r][x], y + r);
+                }
+            }
+            y += STREAMS;
+        }
+        for y in y..h {
+            let labels = &nearest[y * stride..y * stride + w];
+            for (x, &label) in labels.iter().enumerate() {
+                add(tables[0], label, records[y * w + x], y);
+            }
+        }
+    }
+}
+
 /// scikit-image's `regular_grid` for a (1, h, w) volume: per axis (start, step).
 fn regular_grid(h: usize, w: usize, n: usize) -> [(usize, usize); 2] {
     let dims = [1usize, h, w];
@@ -292,63 +526,96 @@ fn regular_grid(h: usize, w: usize, n: usize) -> [(usize, usize); 2] {
     [per_axis[1], per_axis[2]]
 }
 
-/// The assignment step's state for one image: f32 copies of the features in rows padded to
-/// whole chunks (padding lanes lie outside every window), each centre's window and `d_x²`
-/// table, and per band of rows the candidates of each chunk.
+/// The assignment step's state for one image: f32 copies of the features less their image
+/// mean (a shift that changes no distance and halves the magnitudes the kernel's expanded form
+/// cancels) in rows padded to whole chunks and a height padded to whole bands (padding lies
+/// outside every window), each
+/// centre's window and `d_x²·w_xy` table, and per band of rows the candidates of each chunk.
 struct Assignment {
     h: usize,
     w: usize,
     stride: usize,
     steps: [usize; 2],
+    /// `w_xy = 1/step²`.
+    spatial: f64,
+    shift: [f64; 3],
     feat: [Vec<f32>; 3],
     windows: Vec<(usize, usize, usize, usize)>,
     tables: Vec<f32>,
     table_at: Vec<usize>,
+    /// Each centre's colour as the kernel sees it: shifted, in f32, times −2; and its `|c|²`.
+    colours: Vec<([f32; 3], f64)>,
     per_chunk: Vec<Vec<Candidate>>,
-    dy2: Vec<f32>,
+    row_terms: Vec<f32>,
 }
 
 impl Assignment {
-    fn new(feat: &[Vec<f64>; 3], (h, w): (usize, usize), steps: [usize; 2], k: usize) -> Self {
-        let chunks = w.div_ceil(LANES);
-        let stride = chunks * LANES;
-        let feat = std::array::from_fn(|c| {
-            let mut v = vec![0f32; h * stride];
-            for (dst, src) in v.chunks_exact_mut(stride).zip(feat[c].chunks_exact(w)) {
-                dst[..w]
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(d, &s)| *d = s as f32);
-            }
-            v
-        });
+    fn new(
+        planes: Planes,
+        (h, w): (usize, usize),
+        steps: [usize; 2],
+        spatial: f64,
+        k: usize,
+    ) -> Self {
+        let Planes {
+            feat,
+            stride,
+            shift,
+        } = planes;
+        let chunks = stride / LANES;
         Self {
             h,
             w,
             stride,
             steps,
+            spatial,
+            shift,
             feat,
             windows: vec![(0, 0, 0, 0); k],
             tables: Vec::new(),
             table_at: vec![0; k],
+            colours: vec![([0.0; 3], 0.0); k],
             per_chunk: vec![Vec::new(); chunks],
-            dy2: vec![f32::INFINITY; BAND * k],
+            row_terms: vec![f32::INFINITY; BAND * k],
         }
     }
 
-    /// One assignment round over `nearest` (rows of `stride`); whether any pixel was reached.
-    fn pass(&mut self, centers: &[[f64; 5]], spatial: f32, nearest: &mut [u32]) -> bool {
+    /// Rows of `stride` that `nearest` must have: the height padded to whole bands.
+    fn rows(&self) -> usize {
+        self.h.div_ceil(BAND) * BAND
+    }
+
+    /// One assignment round over `nearest` (`rows()` rows of `stride`); whether any pixel was
+    /// reached.
+    fn pass(&mut self, centers: &[[f64; 5]], nearest: &mut [u32]) -> bool {
         self.prepare(centers);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the processor has the features the function was compiled for.
-            return unsafe { self.bands_avx512(centers, spatial, nearest) };
+            return unsafe { self.bands_avx512(centers, nearest) };
         }
-        self.bands(centers, spatial, nearest, assign_chunk_portable)
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { self.bands_avx2(centers, nearest) };
+        }
+        // Elsewhere `mul_add` is an instruction (aarch64) or a correct, slower library call.
+        self.bands(centers, nearest, assign_block_portable)
     }
 
-    /// Each live centre's window, as scikit-image rounds it (±2 steps, clipped), and its `d_x²`
-    /// over the whole chunks the window touches (+∞ outside the window).
+    /// The portable kernel where fused multiply-adds are instructions but AVX-512 is absent.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bands_avx2(&mut self, centers: &[[f64; 5]], nearest: &mut [u32]) -> bool {
+        self.bands(centers, nearest, assign_block_portable)
+    }
+
+    /// Each live centre's window, as scikit-image rounds it (±2 steps, clipped), its
+    /// `d_x²·w_xy` over the whole chunks the window touches (+∞ outside the window), and its
+    /// colour as the kernel sees it.
     fn prepare(&mut self, centers: &[[f64; 5]]) {
         let ([sy, sx], h, w) = (self.steps.map(|s| s as f64), self.h as f64, self.w as f64);
         self.tables.clear();
@@ -371,62 +638,52 @@ impl Assignment {
             self.table_at[ci] = self.tables.len();
             for x in (x0 / LANES * LANES)..x1.div_ceil(LANES) * LANES {
                 self.tables.push(if (x0..x1).contains(&x) {
-                    ((cx - x as f64) * (cx - x as f64)) as f32
+                    ((cx - x as f64) * (cx - x as f64) * self.spatial) as f32
                 } else {
                     f32::INFINITY
                 });
             }
+            let colour: [f32; 3] = std::array::from_fn(|j| (c[2 + j] - self.shift[j]) as f32);
+            let norm = colour.iter().map(|&v| v as f64 * v as f64).sum();
+            self.colours[ci] = (colour.map(|v| -2.0 * v), norm);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn bands_avx512(
-        &mut self,
-        centers: &[[f64; 5]],
-        spatial: f32,
-        nearest: &mut [u32],
-    ) -> bool {
-        // SAFETY: this function runs only where AVX-512F is present.
-        self.bands(centers, spatial, nearest, |f, c, t, d, s, n| unsafe {
-            assign_chunk_avx512(f, c, t, d, s, n)
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn bands_avx512(&mut self, centers: &[[f64; 5]], nearest: &mut [u32]) -> bool {
+        // SAFETY: this function runs only where AVX-512F and FMA are present.
+        self.bands(centers, nearest, |b, c, t, r| unsafe {
+            assign_block_avx512(b, c, t, r)
         })
     }
 
     /// The rows band by band: the candidates of each chunk (every centre whose window meets
-    /// the band and the chunk, in index order), each row's `d_y²` by centre, then the kernel
-    /// on every chunk.
+    /// the band and the chunk, in index order), each row's `d_y²·w_xy + |c|²` by centre (+∞
+    /// outside the window), then the kernel on every chunk, `ROWS` rows at a time.
     #[inline(always)]
     fn bands(
         &mut self,
         centers: &[[f64; 5]],
-        spatial: f32,
         nearest: &mut [u32],
-        kernel: impl Fn(
-            [&[f32; LANES]; 3],
-            &[Candidate],
-            &[f32],
-            &[f32],
-            f32,
-            &mut [u32; LANES],
-        ) -> bool,
+        kernel: impl Fn(Block, &[Candidate], &[f32], &[f32]) -> bool,
     ) -> bool {
-        let (h, k, stride) = (self.h, centers.len(), self.stride);
+        let (k, stride) = (centers.len(), self.stride);
         let mut reached = false;
-        for band in (0..h).step_by(BAND) {
-            let band_end = (band + BAND).min(h);
+        for band in (0..self.rows()).step_by(BAND) {
+            let band_end = band + BAND;
             self.per_chunk.iter_mut().for_each(Vec::clear);
-            for (ci, c) in centers.iter().enumerate() {
+            for ci in 0..k {
                 let (y0, y1, x0, x1) = self.windows[ci];
                 if y0.max(band) >= y1.min(band_end) || x0 >= x1 {
                     continue;
                 }
-                let colour = [c[2] as f32, c[3] as f32, c[4] as f32];
+                let minus2c = self.colours[ci].0;
                 let first = x0 / LANES;
                 let lists = self.per_chunk.iter_mut().enumerate();
                 for (j, list) in lists.take(x1.div_ceil(LANES)).skip(first) {
                     list.push(Candidate {
-                        colour,
+                        minus2c,
                         table: (self.table_at[ci] + (j - first) * LANES) as u32,
                         index: ci as u32,
                     });
@@ -435,21 +692,24 @@ impl Assignment {
             for (r, y) in (band..band_end).enumerate() {
                 for (ci, c) in centers.iter().enumerate() {
                     let (y0, y1, ..) = self.windows[ci];
-                    self.dy2[r * k + ci] = if (y0..y1).contains(&y) {
-                        ((c[0] - y as f64) * (c[0] - y as f64)) as f32
+                    self.row_terms[r * k + ci] = if (y0..y1).contains(&y) {
+                        let dy = c[0] - y as f64;
+                        (dy * dy * self.spatial + self.colours[ci].1) as f32
                     } else {
                         f32::INFINITY
                     };
                 }
             }
-            for y in band..band_end {
-                let dy2 = &self.dy2[(y - band) * k..(y - band + 1) * k];
-                let out = nearest[y * stride..(y + 1) * stride].chunks_exact_mut(LANES);
-                for (j, (list, out)) in self.per_chunk.iter().zip(out).enumerate() {
-                    let at = y * stride + j * LANES;
-                    let f = [0, 1, 2].map(|c| self.feat[c][at..at + LANES].try_into().unwrap());
-                    let out = out.try_into().unwrap();
-                    reached |= kernel(f, list, &self.tables, dy2, spatial, out);
+            for y in (band..band_end).step_by(ROWS) {
+                let row_terms = &self.row_terms[(y - band) * k..(y - band + ROWS) * k];
+                for (j, list) in self.per_chunk.iter().enumerate() {
+                    let block = Block {
+                        feat: self.feat.each_ref().map(Vec::as_slice),
+                        nearest: &mut *nearest,
+                        at: y * stride + j * LANES,
+                        stride,
+                    };
+                    reached |= kernel(block, list, &self.tables, row_terms);
                 }
             }
         }
@@ -473,12 +733,9 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
         };
     }
     let n = h * w;
-    // Planar features, scaled by 1/compactness.
     let mut feat = features(pixels, p.convert2lab);
     for plane in feat.iter_mut() {
         gaussian_plane(plane, (h, w), p.sigma);
-        let ratio = 1.0 / p.compactness;
-        plane.iter_mut().for_each(|v| *v *= ratio);
     }
     let [(sy0, step_y), (sx0, step_x)] = regular_grid(h, w, p.n_segments);
     let mut centers: Vec<[f64; 5]> = Vec::new();
@@ -489,57 +746,23 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
     }
     let step = step_y.max(step_x) as f64;
     let k = centers.len();
-    let mut assignment = Assignment::new(&feat, (h, w), [step_y, step_x], k);
-    let spatial = (1.0 / (step * step)) as f32;
+    let spatial = 1.0 / (step * step);
+    let (planes, records, quantum) = split_features(&feat, (h, w), p.convert2lab, p.compactness);
+    drop(feat);
+    let mut assignment = Assignment::new(planes, (h, w), [step_y, step_x], spatial, k);
     let stride = assignment.stride;
-    let mut nearest = vec![0u32; h * stride];
+    let mut nearest = vec![0u32; assignment.rows() * stride];
+    let mut update = Update::new(records, quantum, (h, w), k);
     for _ in 0..p.max_num_iter {
-        if !assignment.pass(&centers, spatial, &mut nearest) {
+        if !assignment.pass(&centers, &mut nearest) {
             break;
         }
-        // Means in scikit-image's summation order (raster), a run of one label at a time. The
-        // coordinate sums are sums of integers, exact in f64 in any order, so a run adds them
-        // in closed form.
-        let mut sums = vec![[0f64; 5]; k];
-        let mut counts = vec![0usize; k];
-        for y in 0..h {
-            let row = y * w..(y + 1) * w;
-            let (f0, f1, f2) = (
-                &feat[0][row.clone()],
-                &feat[1][row.clone()],
-                &feat[2][row.clone()],
-            );
-            let labels = &nearest[y * stride..y * stride + w];
-            let mut x = 0;
-            while x < w {
-                let label = labels[x] as usize;
-                let mut s = sums[label];
-                let start = x;
-                while x < w && labels[x] as usize == label {
-                    s[2] += f0[x];
-                    s[3] += f1[x];
-                    s[4] += f2[x];
-                    x += 1;
-                }
-                let len = x - start;
-                s[0] += (y * len) as f64;
-                s[1] += ((start + x - 1) * len / 2) as f64;
-                sums[label] = s;
-                counts[label] += len;
-            }
-        }
-        for ((c, s), &m) in centers.iter_mut().zip(&sums).zip(&counts) {
-            // An empty cluster's mean is 0/0 in scikit-image; it then wins no pixel again.
-            *c = if m == 0 {
-                [f64::NAN; 5]
-            } else {
-                s.map(|v| v / m as f64)
-            };
-        }
+        update.means(&nearest, stride, &mut centers);
     }
     if !p.enforce_connectivity {
         let labels: Vec<u32> = nearest
             .chunks_exact(stride)
+            .take(h)
             .flat_map(|row| &row[..w])
             .copied()
             .collect();
@@ -634,7 +857,9 @@ mod tests {
     use super::*;
 
     /// The AVX-512 kernel (where the processor has it) gives the portable kernel's labels and
-    /// reach on random chunks, ties and out-of-window centres included.
+    /// reach on random chunks of `ROWS` rows, ties and out-of-window centres included; and both
+    /// pick the centre nearest by scikit-image's distance `d_xy²·w_xy + |f − c|²`, earliest on
+    /// ties. Small integers keep every operation exact, so the ties are real ties.
     #[test]
     fn chunk_kernels_agree() {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -644,64 +869,94 @@ mod tests {
             state ^= state << 17;
             (state >> 40) as f32 / (1u64 << 24) as f32
         };
+        let spatial = 0.5;
         for round in 0..200 {
-            let f: [[f32; LANES]; 3] = std::array::from_fn(|_| {
-                // Coarse values so that some distances tie exactly.
-                std::array::from_fn(|_| (next() * 4.0).floor())
+            let f: [[[f32; LANES]; 3]; ROWS] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| std::array::from_fn(|_| (next() * 4.0).floor()))
             });
             let k = 1 + round % 12;
-            let dy2: Vec<f32> = (0..k)
-                .map(|_| match next() {
-                    v if v < 0.2 => f32::INFINITY,
-                    v => (v * 8.0).floor(),
-                })
+            let colours: Vec<[f32; 3]> = (0..k)
+                .map(|_| std::array::from_fn(|_| (next() * 4.0).floor()))
                 .collect();
-            let mut tables = Vec::new();
+            let dy2: [Vec<f32>; ROWS] = std::array::from_fn(|_| {
+                (0..k)
+                    .map(|_| match next() {
+                        v if v < 0.3 => f32::INFINITY,
+                        v => (v * 8.0).floor(),
+                    })
+                    .collect()
+            });
+            let row_terms = dy2.each_ref().map(|dy2| {
+                (0..k)
+                    .map(|i| dy2[i] * spatial + colours[i].iter().map(|v| v * v).sum::<f32>())
+                    .collect::<Vec<f32>>()
+            });
+            let mut dx2 = Vec::new();
             let candidates: Vec<Candidate> = (0..k)
                 .map(|i| {
-                    let table = tables.len() as u32;
-                    tables.extend((0..LANES).map(|_| match next() {
+                    let table = dx2.len() as u32;
+                    dx2.extend((0..LANES).map(|_| match next() {
                         v if v < 0.1 => f32::INFINITY,
                         v => (v * 8.0).floor(),
                     }));
                     Candidate {
-                        colour: std::array::from_fn(|_| (next() * 4.0).floor()),
+                        minus2c: colours[i].map(|v| -2.0 * v),
                         table,
                         index: i as u32,
                     }
                 })
                 .collect();
-            let before: [u32; LANES] = std::array::from_fn(|l| 100 + l as u32);
-            let fr = [&f[0], &f[1], &f[2]];
-            let mut portable = before;
-            let reached = assign_chunk_portable(fr, &candidates, &tables, &dy2, 0.5, &mut portable);
+            let tables: Vec<f32> = dx2.iter().map(|v| v * spatial).collect();
+            let before: [[u32; LANES]; ROWS] =
+                std::array::from_fn(|r| std::array::from_fn(|l| 100 + (r * LANES + l) as u32));
+            // Planes of ROWS rows, the stride one chunk.
+            let planes: [Vec<f32>; 3] =
+                std::array::from_fn(|c| f.iter().flat_map(|row| row[c]).collect());
+            let flat_terms: Vec<f32> = row_terms.concat();
+            let run = |kernel: &dyn Fn(Block) -> bool| {
+                let mut labels: Vec<u32> = before.concat();
+                let block = Block {
+                    feat: planes.each_ref().map(Vec::as_slice),
+                    nearest: &mut labels,
+                    at: 0,
+                    stride: LANES,
+                };
+                let reached = kernel(block);
+                let rows: [[u32; LANES]; ROWS] =
+                    std::array::from_fn(|r| labels[r * LANES..(r + 1) * LANES].try_into().unwrap());
+                (rows, reached)
+            };
+            let (portable, reached) =
+                run(&|b| assign_block_portable(b, &candidates, &tables, &flat_terms));
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                let mut fast = before;
-                // SAFETY: the processor has AVX-512F.
-                let fast_reached =
-                    unsafe { assign_chunk_avx512(fr, &candidates, &tables, &dy2, 0.5, &mut fast) };
-                assert_eq!((portable, reached), (fast, fast_reached), "round {round}");
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the processor has AVX-512F and FMA.
+                let fast =
+                    run(&|b| unsafe { assign_block_avx512(b, &candidates, &tables, &flat_terms) });
+                assert_eq!((portable, reached), fast, "round {round}");
             }
-            // The kernel itself, by hand: the strictly nearest in-window candidate, earliest
-            // on ties; unreached lanes keep their label.
-            for l in 0..LANES {
-                let mut want = (f32::MAX, before[l]);
-                for c in &candidates {
-                    let dx2 = tables[c.table as usize + l];
-                    let dy = dy2[c.index as usize];
-                    let (d0, d1, d2) = (
-                        f[0][l] - c.colour[0],
-                        f[1][l] - c.colour[1],
-                        f[2][l] - c.colour[2],
-                    );
-                    let d = (dy + dx2) * 0.5 + (d0 * d0 + d1 * d1 + d2 * d2);
-                    if d < want.0 {
-                        want = (d, c.index);
+            // By hand, scikit-image's distance: the strictly nearest in-window candidate,
+            // earliest on ties; unreached lanes keep their label.
+            let mut want_reached = false;
+            for r in 0..ROWS {
+                for l in 0..LANES {
+                    let mut want = (f32::INFINITY, before[r][l]);
+                    for (i, c) in colours.iter().enumerate() {
+                        let f = f[r].map(|f| f[l]);
+                        let (d0, d1, d2) = (f[0] - c[0], f[1] - c[1], f[2] - c[2]);
+                        let dxy = (dy2[r][i] + dx2[i * LANES + l]) * spatial;
+                        let d = dxy + (d0 * d0 + d1 * d1 + d2 * d2);
+                        if d < want.0 {
+                            want = (d, i as u32);
+                        }
                     }
+                    assert_eq!(portable[r][l], want.1, "round {round} row {r} lane {l}");
+                    want_reached |= want.0 < f32::INFINITY;
                 }
-                assert_eq!(portable[l], want.1, "round {round} lane {l}");
             }
+            assert_eq!(reached, want_reached, "round {round}");
         }
     }
 
