@@ -282,37 +282,59 @@ fn to_lab(planes: [&mut [f64]; 3]) {
     body(planes)
 }
 
-/// Planar features of an interleaved RGB u8 image: each value rescaled by the image's own
-/// min/max to [0, 1] (scikit-image's `img_as_float` then rescale), in Lab if asked. There are
-/// only 256 input levels, so rescaling and linearisation are table lookups.
-fn features(pixels: &[u8], lab: bool) -> [Vec<f64>; 3] {
-    let (lo, hi) = pixels
-        .iter()
-        .fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
-    let (lo, hi) = (lo as f64 / 255.0, hi as f64 / 255.0);
-    let table: Vec<f64> = (0..=255u8)
-        .map(|v| {
-            let x = v as f64 / 255.0 - lo;
-            let x = if hi != lo { x / (hi - lo) } else { x };
-            if lab {
-                linear(x)
-            } else {
-                x
-            }
-        })
-        .collect();
-    let n = pixels.len() / 3;
-    let mut feat = [vec![0f64; n], vec![0f64; n], vec![0f64; n]];
-    let [f0, f1, f2] = &mut feat;
-    for (i, px) in pixels.chunks_exact(3).enumerate() {
-        f0[i] = table[px[0] as usize];
-        f1[i] = table[px[1] as usize];
-        f2[i] = table[px[2] as usize];
+/// The features of an interleaved RGB u8 image, a row at a time: each value rescaled by the
+/// image's own min/max to [0, 1] (scikit-image's `img_as_float` then rescale), in Lab if asked.
+/// There are only 256 input levels, so rescaling and linearisation are table lookups.
+struct Features {
+    table: Vec<f64>,
+    lab: bool,
+}
+
+impl Features {
+    fn new(pixels: &[u8], lab: bool) -> Self {
+        let (lo, hi) = pixels
+            .iter()
+            .fold((255u8, 0u8), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = (lo as f64 / 255.0, hi as f64 / 255.0);
+        let table = (0..=255u8)
+            .map(|v| {
+                let x = v as f64 / 255.0 - lo;
+                let x = if hi != lo { x / (hi - lo) } else { x };
+                if lab {
+                    linear(x)
+                } else {
+                    x
+                }
+            })
+            .collect();
+        Self { table, lab }
     }
-    if lab {
-        to_lab([f0, f1, f2]);
+
+    /// One row of interleaved pixels into three planar rows.
+    fn row(&self, pixels: &[u8], [f0, f1, f2]: [&mut [f64]; 3]) {
+        for (i, px) in pixels.chunks_exact(3).enumerate() {
+            f0[i] = self.table[px[0] as usize];
+            f1[i] = self.table[px[1] as usize];
+            f2[i] = self.table[px[2] as usize];
+        }
+        if self.lab {
+            to_lab([f0, f1, f2]);
+        }
     }
-    feat
+
+    /// The whole image as three planes.
+    fn planes(&self, pixels: &[u8], (h, w): (usize, usize)) -> [Vec<f64>; 3] {
+        let mut feat = [0; 3].map(|_| vec![0f64; h * w]);
+        let [f0, f1, f2] = &mut feat;
+        let rows = f0.chunks_exact_mut(w).zip(f1.chunks_exact_mut(w));
+        for (((r0, r1), r2), px) in rows
+            .zip(f2.chunks_exact_mut(w))
+            .zip(pixels.chunks_exact(3 * w))
+        {
+            self.row(px, [r0, r1, r2]);
+        }
+        feat
+    }
 }
 
 /// The features as the assignment reads them: f32, less a fixed shift to about the middle of
@@ -333,10 +355,10 @@ const LAB_BOUND: f64 = 128.0;
 /// records `[q₀, q₁, q₂, x]`, with their quantum. The quantum comes from the features' bound
 /// (Lab of sRGB, or [0, 1]), not from a pass over them.
 fn split_features(
-    feat: &[Vec<f64>; 3],
     (h, w): (usize, usize),
     lab: bool,
     compactness: f64,
+    mut row: impl FnMut(usize, [&mut [f64]; 3]),
 ) -> (Planes, Vec<[i32; 4]>, f64) {
     let ratio = 1.0 / compactness;
     let (bound, middle) = if lab {
@@ -355,9 +377,11 @@ fn split_features(
     let mut planes = [0; 3].map(|_| vec![0f32; rows * stride]);
     let mut records = vec![[0i32; 4]; h * w];
     let [p0, p1, p2] = &mut planes;
+    let mut bufs = [0; 3].map(|_| vec![0f64; w]);
     for y in 0..h {
-        let src = y * w..(y + 1) * w;
-        let (f0, f1, f2) = (&feat[0][src.clone()], &feat[1][src.clone()], &feat[2][src]);
+        let [b0, b1, b2] = &mut bufs;
+        row(y, [b0, b1, b2]);
+        let [f0, f1, f2] = &bufs;
         let out = &mut records[y * w..(y + 1) * w];
         let dst = y * stride..y * stride + w;
         let (d0, d1, d2) = (&mut p0[dst.clone()], &mut p1[dst.clone()], &mut p2[dst]);
@@ -446,53 +470,86 @@ impl Update {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn accumulate_avx512(&mut self, nearest: &[u32], stride: usize) {
-        self.accumulate(nearest, stride)
+        use std::arch::x86_64::*;
+        let (w, h) = (self.w, self.h);
+        let k = self.tables.len() / STREAMS;
+        self.tables.iter_mut().for_each(|t| *t = [0; 8]);
+        assert!(nearest.len() >= h * stride && self.records.len() >= h * w);
+        let tables = self.tables.as_mut_ptr();
+        let mut y = 0;
+        while y + STREAMS <= h {
+            // Per stream: its table, its row's labels and records, and the lanes [y, 1] that
+            // every pixel of the row adds after its record.
+            let labels: [&[u32]; STREAMS] =
+                std::array::from_fn(|r| &nearest[(y + r) * stride..(y + r) * stride + w]);
+            let records = self.records[y * w..].as_ptr();
+            let mut rows = [_mm512_setzero_si512(); STREAMS];
+            for (r, row) in rows.iter_mut().enumerate() {
+                let lanes = _mm256_setr_epi64x((y + r) as i64, 1, 0, 0);
+                *row = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), lanes);
+            }
+            for x in 0..w {
+                for r in 0..STREAMS {
+                    let label = labels[r][x] as usize;
+                    assert!(label < k, "SLIC label out of range");
+                    // SAFETY: the record is in bounds (asserted above), the label's sums are in
+                    // its stream's table (label < k).
+                    unsafe {
+                        let q = _mm_loadu_si128(records.add(r * w + x).cast());
+                        let v = _mm512_inserti64x4::<0>(rows[r], _mm256_cvtepi32_epi64(q));
+                        let sums = tables.add(r * k + label).cast::<__m512i>();
+                        _mm512_storeu_si512(sums, _mm512_add_epi64(_mm512_loadu_si512(sums), v));
+                    }
+                }
+            }
+            y += STREAMS;
+        }
+        self.accumulate_rows(nearest, stride, y);
     }
 
     /// The sums of every label, `STREAMS` rows side by side (the last rows one by one).
-    #[inline(always)]
     fn accumulate(&mut self, nearest: &[u32], stride: usize) {
         let (w, h) = (self.w, self.h);
         let k = self.tables.len() / STREAMS;
         self.tables.iter_mut().for_each(|t| *t = [0; 8]);
-        let (mut tables, records) = (self.tables.chunks_exact_mut(k), &self.records);
-        let tables: [&mut [[i64; 8]]; STREAMS] = std::array::from_fn(|_| tables.next().unwrap());
-        #[inline(always)]
-        fn add(table: &mut [[i64; 8]], label: u32, record: [i32; 4], y: usize) {
-            let sums = &mut table[label as usize];
-            let v = [
-                record[0] as i64,
-                record[1] as i64,
-                record[2] as i64,
-                record[3] as i64,
-                y as i64,
-                1,
-                0,
-                0,
-            ];
-            for (s, v) in sums.iter_mut().zip(v) {
-                *s += v;
-            }
-        }
         let mut y = 0;
         while y + STREAMS <= h {
+            let (mut tables, records) = (self.tables.chunks_exact_mut(k), &self.records);
+            let tables: [&mut [[i64; 8]]; STREAMS] =
+                std::array::from_fn(|_| tables.next().unwrap());
             let labels: [&[u32]; STREAMS] =
                 std::array::from_fn(|r| &nearest[(y + r) * stride..(y + r) * stride + w]);
             let recs: [&[[i32; 4]]; STREAMS] =
                 std::array::from_fn(|r| &records[(y + r) * w..(y + r + 1) * w]);
             for x in 0..w {
                 for r in 0..STREAMS {
-                    add(tables[r], labels[r][x], recs[r][x], y + r);
+                    add_pixel(&mut tables[r][labels[r][x] as usize], recs[r][x], y + r);
                 }
             }
             y += STREAMS;
         }
-        for y in y..h {
+        self.accumulate_rows(nearest, stride, y);
+    }
+
+    /// Rows `from..h` one by one into the first table.
+    fn accumulate_rows(&mut self, nearest: &[u32], stride: usize, from: usize) {
+        let w = self.w;
+        for y in from..self.h {
             let labels = &nearest[y * stride..y * stride + w];
             for (x, &label) in labels.iter().enumerate() {
-                add(tables[0], label, records[y * w + x], y);
+                add_pixel(&mut self.tables[label as usize], self.records[y * w + x], y);
             }
         }
+    }
+}
+
+/// One pixel into its label's sums `[Σq₀, Σq₁, Σq₂, Σx, Σy, n, 0, 0]`.
+#[inline(always)]
+fn add_pixel(sums: &mut [i64; 8], record: [i32; 4], y: usize) {
+    let [q0, q1, q2, x] = record.map(i64::from);
+    let v = [q0, q1, q2, x, y as i64, 1, 0, 0];
+    for (s, v) in sums.iter_mut().zip(v) {
+        *s += v;
     }
 }
 
@@ -737,10 +794,6 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
         };
     }
     let n = h * w;
-    let mut feat = features(pixels, p.convert2lab);
-    for plane in feat.iter_mut() {
-        gaussian_plane(plane, (h, w), p.sigma);
-    }
     let [(sy0, step_y), (sx0, step_x)] = regular_grid(h, w, p.n_segments);
     let mut centers: Vec<[f64; 5]> = Vec::new();
     for y in (sy0..h).step_by(step_y) {
@@ -751,8 +804,24 @@ pub fn slic(pixels: &[u8], (h, w): (usize, usize), p: &SlicParams) -> LabelMap {
     let step = step_y.max(step_x) as f64;
     let k = centers.len();
     let spatial = 1.0 / (step * step);
-    let (planes, records, quantum) = split_features(&feat, (h, w), p.convert2lab, p.compactness);
-    drop(feat);
+    let features = Features::new(pixels, p.convert2lab);
+    let (lab, compactness) = (p.convert2lab, p.compactness);
+    let (planes, records, quantum) = if p.sigma > 0.0 {
+        // Smoothing needs whole planes; without it, rows go straight to both forms.
+        let mut feat = features.planes(pixels, (h, w));
+        for plane in feat.iter_mut() {
+            gaussian_plane(plane, (h, w), p.sigma);
+        }
+        split_features((h, w), lab, compactness, |y, out| {
+            for (o, f) in out.into_iter().zip(&feat) {
+                o.copy_from_slice(&f[y * w..(y + 1) * w]);
+            }
+        })
+    } else {
+        split_features((h, w), lab, compactness, |y, out| {
+            features.row(&pixels[y * w * 3..(y + 1) * w * 3], out)
+        })
+    };
     let mut assignment = Assignment::new(planes, (h, w), [step_y, step_x], spatial, k);
     let stride = assignment.stride;
     let mut nearest = vec![0u32; assignment.rows() * stride];
