@@ -378,7 +378,7 @@ fn split_features(
     let stride = w.div_ceil(LANES) * LANES;
     let rows = h.div_ceil(BAND) * BAND;
     let mut planes = [0; 3].map(|_| vec![0f32; rows * stride]);
-    let mut records = vec![[0i32; 4]; h * w];
+    let mut records = Vec::with_capacity(h * w);
     let mut bufs = [0; 3].map(|_| vec![0f64; w]);
     let mut fixed = [0; 3].map(|_| vec![0i32; w]);
     for y in 0..h {
@@ -394,10 +394,7 @@ fn split_features(
             [&mut p0[dst.clone()], &mut p1[dst.clone()], &mut p2[dst]],
             [q0, q1, q2],
         );
-        let out = &mut records[y * w..(y + 1) * w];
-        for (x, out) in out.iter_mut().enumerate() {
-            *out = [fixed[0][x], fixed[1][x], fixed[2][x], x as i32];
-        }
+        records.extend((0..w).map(|x| [fixed[0][x], fixed[1][x], fixed[2][x], x as i32]));
     }
     let planes = Planes {
         feat: planes,
