@@ -425,7 +425,13 @@ fn split_row(
             for ((&v, p), q) in f.iter().zip(plane.iter_mut()).zip(fixed.iter_mut()) {
                 let v = v * ratio;
                 *p = (v - shift) as f32;
-                *q = (v * scale + 0.5f64.copysign(v)) as i32;
+                // Clamped (NaN too: `max` returns the number) so that the unchecked
+                // conversion, which vectorises where `as` does not, is in range.
+                let t = (v * scale + 0.5f64.copysign(v))
+                    .max(-2147483648.0)
+                    .min(2147483647.0);
+                // SAFETY: `t` is finite and within i32's range.
+                *q = unsafe { t.to_int_unchecked::<i32>() };
             }
         }
     }
