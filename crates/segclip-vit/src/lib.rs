@@ -25,6 +25,7 @@ pub mod fastmath;
 pub mod interpolate;
 pub mod linear;
 pub mod norm;
+pub mod packed_gemm;
 pub mod seeded;
 pub mod text;
 pub mod tokenizer;

@@ -6,8 +6,12 @@
 //! kept. A trainable weight (`Var`) is read in place, in its (out, in) layout, by one autograd
 //! node (`LinearOp`) on CPU, so the layer always sees its current value and gradients flow to it.
 
-use candle_core::{Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::packed_gemm::{PackedB, NR};
 
 use crate::Result;
 
@@ -17,6 +21,9 @@ enum Weight {
     Var(Tensor),
     /// A fixed weight, transposed to (in, out) and contiguous.
     Fixed(Tensor),
+    /// A fixed f32 weight on a CPU with AVX-512, transposed to (in, out) and packed for
+    /// [`PackedB`] (the only copy kept).
+    Packed(Arc<PackedB>, Device),
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +38,17 @@ impl Linear {
         let weight = if weight.is_variable() {
             Weight::Var(weight)
         } else {
-            Weight::Fixed(weight.t()?.contiguous()?)
+            let wt = weight.t()?.contiguous()?;
+            let (k, n) = wt.dims2()?;
+            if wt.device().is_cpu() && wt.dtype() == DType::F32 && PackedB::supported(n) {
+                let data = wt.flatten_all()?.to_vec1::<f32>()?;
+                Weight::Packed(
+                    Arc::new(PackedB::new(&data, k, n, 0, n)),
+                    wt.device().clone(),
+                )
+            } else {
+                Weight::Fixed(wt)
+            }
         };
         Ok(Self { weight, bias })
     }
@@ -44,11 +61,12 @@ impl Linear {
         )
     }
 
-    /// The weight as (in, out): the right-hand side of `x @ Wᵀ`.
+    /// The weight as (in, out): the right-hand side of `x @ Wᵀ` (a packed weight unpacked).
     pub fn weight_t(&self) -> Result<Tensor> {
         Ok(match &self.weight {
             Weight::Var(w) => w.t()?,
             Weight::Fixed(wt) => wt.clone(),
+            Weight::Packed(p, device) => Tensor::from_vec(p.unpack(), (p.k(), p.n()), device)?,
         })
     }
 
@@ -61,12 +79,21 @@ impl Linear {
     pub fn forward_quick_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
             Weight::Var(w) => trainable_op(x, w, self.bias.as_ref(), true),
-            Weight::Fixed(_) => self.forward(&crate::activation::quick_gelu(x)?),
+            Weight::Fixed(_) | Weight::Packed(..) => {
+                self.forward(&crate::activation::quick_gelu(x)?)
+            }
         }
     }
 
     /// Rows `[start, start + len)` of the output only (a slice of the packed q/k/v projection).
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        if let Weight::Packed(p, _) = &self.weight {
+            if start.is_multiple_of(NR) && len.is_multiple_of(NR) {
+                if let Some(y) = packed_linear(x, p, self.bias.as_ref(), (start, len))? {
+                    return Ok(y);
+                }
+            }
+        }
         let wt = self.weight_t()?.narrow(1, start, len)?;
         let b = self
             .bias
@@ -80,6 +107,7 @@ impl Linear {
                 }
             }
             Weight::Var(w) => return Ok(trainable(x, &w.narrow(0, start, len)?, b.as_ref())?),
+            Weight::Packed(..) => {}
         }
         Ok(matmul_bias(x, &wt, b.as_ref())?)
     }
@@ -472,8 +500,44 @@ impl Module for Linear {
                 Some(y) => Ok(y),
                 None => matmul_bias(x, wt, self.bias.as_ref()),
             },
+            Weight::Packed(p, _) => match packed_linear(x, p, self.bias.as_ref(), (0, p.n()))? {
+                Some(y) => Ok(y),
+                // An input that tracks gradients: candle's ops on the unpacked weight.
+                None => {
+                    let wt = self.weight_t().map_err(candle_core::Error::wrap)?;
+                    matmul_bias(x, &wt, self.bias.as_ref())
+                }
+            },
         }
     }
+}
+
+/// Columns `[col, col + len)` of `x @ wt + b` by the packed kernel, for an f32 CPU input that
+/// tracks no gradient (`None` otherwise).
+fn packed_linear(
+    x: &Tensor,
+    p: &PackedB,
+    b: Option<&Tensor>,
+    (col, len): (usize, usize),
+) -> candle_core::Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() {
+        return Ok(None);
+    }
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    if k != p.k() {
+        candle_core::bail!("linear: input width {k}, weight expects {}", p.k());
+    }
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let bias = b
+        .map(|b| b.narrow(0, col, len)?.to_vec1::<f32>())
+        .transpose()?;
+    let x = x.contiguous()?;
+    let y = crate::cpu::with_f32(&x, |xd| p.matmul_cols(xd, m, bias.as_deref(), col, len))?;
+    let mut shape = dims;
+    let last = shape.len() - 1;
+    shape[last] = len;
+    Ok(Some(Tensor::from_vec(y, shape, x.device())?))
 }
 
 #[cfg(test)]

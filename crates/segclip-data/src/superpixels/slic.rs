@@ -229,7 +229,7 @@ fn linear(v: f64) -> f64 {
 fn cbrt(x: f64) -> f64 {
     // The top half of the bits divided by three: a 32×32-bit multiply, which vector
     // instructions have (a 64-bit division they have not).
-    let top = (x.to_bits() >> 32) * 0xAAAA_AAAB >> 33;
+    let top = ((x.to_bits() >> 32) * 0xAAAA_AAAB) >> 33;
     let mut r = f64::from_bits(0x553E_F0FF_289D_D796 - (top << 32));
     let third = x * (1.0 / 3.0);
     for _ in 0..4 {
@@ -427,8 +427,10 @@ fn split_row(
             for ((&v, p), q) in f.iter().zip(plane.iter_mut()).zip(fixed.iter_mut()) {
                 let v = v * ratio;
                 *p = (v - shift) as f32;
-                // Clamped (NaN too: `max` returns the number) so that the unchecked
-                // conversion, which vectorises where `as` does not, is in range.
+                // Clamped (NaN too: `max` returns the number, where `clamp` would keep the
+                // NaN) so that the unchecked conversion, which vectorises where `as` does not,
+                // is in range.
+                #[allow(clippy::manual_clamp)]
                 let t = (v * scale + 0.5f64.copysign(v))
                     .max(-2147483648.0)
                     .min(2147483647.0);
@@ -544,6 +546,8 @@ impl Update {
                 let lanes = _mm256_setr_epi64x((y + r) as i64, 1, 0, 0);
                 *row = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), lanes);
             }
+            // The rows advance together, a pixel of each in turn: indices, not iterators.
+            #[allow(clippy::needless_range_loop)]
             for x in 0..w {
                 for r in 0..STREAMS {
                     let label = labels[r][x] as usize;
@@ -1094,7 +1098,9 @@ mod tests {
         let (h, w, k, stride) = (11, 21, 5, 32);
         let mut state = 12345u64;
         let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
         let mut nearest = vec![0u32; 16 * stride];

@@ -1,0 +1,361 @@
+//! `C = A·B + bias` in f32 for a fixed right-hand side `B` packed once (an inference weight), on
+//! AVX-512.
+//!
+//! The `gemm` crate packs both operands on every call; for a weight that never changes the
+//! packing of `B` is wasted work (≈ 11 % of the visual forward). Here `B` (k, n) is stored once
+//! as panels of [`NR`] columns, each panel `k` consecutive rows of `NR` floats, so that the
+//! microkernel reads it as one stream. The microkernel holds an [`MR`]×[`NR`] block of `C` in 28
+//! registers for the whole of `k` (the bias is its starting value): per step of `k`, two loads
+//! of `B`, fourteen broadcasts of `A` and 28 fused multiply-adds. `A` is read in place, row-major.
+//! Blocks of [`MC`] rows of `A` stay in L2 while every panel of `B` passes over them; the panels
+//! are shared out between threads.
+//!
+//! Sums run over `k` in order, one fused multiply-add at a time: the rounding differs from
+//! `gemm`'s (and from PyTorch's) in the last bits, as any two GEMMs do.
+
+/// Rows of a microkernel block.
+pub const MR: usize = 14;
+/// Columns of a microkernel block (two AVX-512 registers).
+pub const NR: usize = 32;
+/// Rows of `A` that stay in cache while the panels of `B` pass over them.
+const MC: usize = 14 * 16;
+/// Panel rows between a thread's first loads and its prefetches of the same panel.
+const AHEAD: usize = 64;
+
+/// A right-hand side (k, n) packed into panels of [`NR`] columns; `n` a multiple of [`NR`].
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Whether this machine runs the packed kernel and `n` suits it; otherwise callers keep
+    /// their general GEMM.
+    pub fn supported(n: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            n.is_multiple_of(NR)
+                && n > 0
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = n;
+            false
+        }
+    }
+
+    /// Columns `[col, col + n)` of a row-major `b` (k, full_n). `n` must be a multiple of
+    /// [`NR`].
+    pub fn new(b: &[f32], k: usize, full_n: usize, col: usize, n: usize) -> Self {
+        assert!(n.is_multiple_of(NR) && col + n <= full_n && b.len() >= k * full_n);
+        let mut data = Vec::with_capacity(k * n);
+        for p in 0..n / NR {
+            for row in b.chunks_exact(full_n).take(k) {
+                data.extend_from_slice(&row[col + p * NR..col + (p + 1) * NR]);
+            }
+        }
+        Self { k, n, data }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The packed matrix back in row-major (k, n).
+    pub fn unpack(&self) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut b = vec![0f32; k * n];
+        for (p, panel) in self.data.chunks_exact(k * NR).enumerate() {
+            for (row, src) in b.chunks_exact_mut(n).zip(panel.chunks_exact(NR)) {
+                row[p * NR..(p + 1) * NR].copy_from_slice(src);
+            }
+        }
+        b
+    }
+
+    /// `A·B + bias` for a row-major `a` (m, k); `bias` (n) or zero. Returns (m, n) row-major.
+    /// Only where [`PackedB::supported`] said so.
+    pub fn matmul(&self, a: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        self.matmul_cols(a, m, bias, 0, self.n)
+    }
+
+    /// Columns `[col, col + len)` of `A·B + bias` (both multiples of [`NR`]); `bias` has `len`
+    /// values. Returns (m, len) row-major.
+    pub fn matmul_cols(
+        &self,
+        a: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        col: usize,
+        len: usize,
+    ) -> Vec<f32> {
+        let k = self.k;
+        assert!(col.is_multiple_of(NR) && len.is_multiple_of(NR) && col + len <= self.n);
+        assert!(a.len() >= m * k && bias.is_none_or(|b| b.len() == len));
+        assert!(
+            Self::supported(NR),
+            "packed GEMM on a machine without AVX-512"
+        );
+        let n = len;
+        // Every element is written by exactly one kernel call below before `set_len`.
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let panels = n / NR;
+        let first = col / NR;
+        let threads = if m * n * k < 1 << 18 {
+            1
+        } else {
+            rayon::current_num_threads().min(panels)
+        };
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let run = |t: usize| {
+            let (p0, p1) = (panels * t / threads, panels * (t + 1) / threads);
+            for i0 in (0..m).step_by(MC) {
+                let rows = MC.min(m - i0);
+                for p in p0..p1 {
+                    let q = first + p;
+                    let b = &self.data[q * k * NR..(q + 1) * k * NR];
+                    let bias = bias.map(|b| &b[p * NR..(p + 1) * NR]);
+                    // The kernel's own loads, one panel row per k-step, leave too few misses in
+                    // flight to stream a panel from memory, so blocks prefetch: the thread's
+                    // first panel by its first block, a few rows ahead of the loads; the next
+                    // panel in equal shares of its rows by the blocks (after the first, on the
+                    // first panel).
+                    let blocks = rows.div_ceil(MR);
+                    let sharers = if p == p0 { blocks - 1 } else { blocks };
+                    let share = if sharers == 0 { 0 } else { k.div_ceil(sharers) };
+                    for (j, i) in (i0..i0 + rows).step_by(MR).enumerate() {
+                        let mr = MR.min(i0 + rows - i);
+                        let ahead = if p == p0 && j == 0 {
+                            Some((b.as_ptr().wrapping_add(AHEAD * NR), k))
+                        } else if p + 1 < p1 {
+                            let s = if p == p0 { j - 1 } else { j };
+                            let start = (s * share).min(k);
+                            let next = self.data[(q + 1) * k * NR..].as_ptr();
+                            Some((next.wrapping_add(start * NR), share.min(k - start)))
+                        } else {
+                            None
+                        };
+                        // SAFETY: rows i..i+mr of `a` and of `out` exist; this thread alone
+                        // writes columns p·NR..(p+1)·NR of `out`; AVX-512F and FMA are present
+                        // (asserted above).
+                        unsafe {
+                            kernel(
+                                mr,
+                                a.as_ptr().add(i * k),
+                                k,
+                                (b, ahead),
+                                bias,
+                                out_ptr.get().add(i * n + p * NR),
+                                n,
+                            )
+                        };
+                    }
+                }
+            }
+        };
+        if threads == 1 {
+            run(0);
+        } else {
+            rayon::scope(|s| {
+                for t in 0..threads {
+                    let run = &run;
+                    s.spawn(move |_| run(t));
+                }
+            });
+        }
+        // SAFETY: the row blocks cover rows 0..m and the threads' panels columns 0..n, so
+        // every one of the m·n elements was written.
+        unsafe { out.set_len(m * n) };
+        out
+    }
+}
+
+/// A pointer that threads writing disjoint columns share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every thread writes its own columns of the buffer, which outlives the scope.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One block: `mr ≤ MR` rows of `C` (row stride `ldc`), [`NR`] columns.
+///
+/// # Safety
+/// `a` points at `mr` rows of `k` floats (row stride `k`), `c` at `mr` rows of `NR` writable
+/// floats (row stride `ldc`); AVX-512F and FMA are present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn kernel(
+    mr: usize,
+    a: *const f32,
+    k: usize,
+    b: (&[f32], Option<(*const f32, usize)>),
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    macro_rules! rows {
+        ($($r:literal)*) => {
+            match mr {
+                $($r => unsafe {
+                    let (ahead, steps) = b.1.unwrap_or((b.0.as_ptr(), 0));
+                    block::<$r>(a, k, b.0, (ahead, steps), bias, c, ldc)
+                },)*
+                _ => unreachable!("block of {mr} rows"),
+            }
+        };
+    }
+    rows!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel(
+    _: usize,
+    _: *const f32,
+    _: usize,
+    _: (&[f32], Option<(*const f32, usize)>),
+    _: Option<&[f32]>,
+    _: *mut f32,
+    _: usize,
+) {
+    unreachable!("packed GEMM without AVX-512")
+}
+
+/// [`kernel`] for `R` rows, the accumulators in registers; the first `steps` k-steps also ask
+/// for one panel row each from `ahead` on (into L2; prefetches never fault, so `ahead` may run
+/// past the data, and its arithmetic wraps).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn block<const R: usize>(
+    a: *const f32,
+    k: usize,
+    b: &[f32],
+    (ahead, steps): (*const f32, usize),
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(b.len() >= k * NR && steps <= k);
+    let (init0, init1) = match bias {
+        // SAFETY: the bias has NR floats.
+        Some(bias) => unsafe {
+            (
+                _mm512_loadu_ps(bias.as_ptr()),
+                _mm512_loadu_ps(bias.as_ptr().add(16)),
+            )
+        },
+        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+    };
+    let mut acc0 = [init0; R];
+    let mut acc1 = [init1; R];
+    // One k-step: two loads of the panel row, R broadcasts, 2R fused multiply-adds. (A macro,
+    // not a closure: the accumulators must stay in registers.)
+    macro_rules! step {
+        ($kk:expr) => {
+            // SAFETY: `b` holds k rows of NR floats; `a` R rows of k floats (caller).
+            unsafe {
+                let kk = $kk;
+                let bp = b.as_ptr().add(kk * NR);
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for r in 0..R {
+                    let x = _mm512_set1_ps(*a.add(r * k + kk));
+                    acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
+                }
+            }
+        };
+    }
+    for kk in 0..steps {
+        let pf = ahead.wrapping_add(kk * NR);
+        _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+        _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(16).cast());
+        step!(kk);
+    }
+    for kk in steps..k {
+        step!(kk);
+    }
+    for r in 0..R {
+        // SAFETY: row r of `c` has NR writable floats (caller).
+        unsafe {
+            _mm512_storeu_ps(c.add(r * ldc), acc0[r]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), acc1[r]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against a plain triple loop in f64, on shapes with partial row blocks, several row
+    /// blocks of `MC`, one and many panels, with and without a bias, and a column window.
+    #[test]
+    fn matches_a_reference_product() {
+        if !PackedB::supported(NR) {
+            return;
+        }
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for (m, k, full_n, col, n, with_bias) in [
+            (1, 1, 32, 0, 32, false),
+            (13, 7, 64, 32, 32, true),
+            (15, 33, 96, 0, 96, true),
+            (MC + 17, 50, 64, 0, 64, false),
+            (300, 128, 160, 32, 128, true),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * full_n).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| next()).collect();
+            let packed = PackedB::new(&b, k, full_n, col, n);
+            let window: Vec<f32> = b
+                .chunks_exact(full_n)
+                .flat_map(|row| &row[col..col + n])
+                .copied()
+                .collect();
+            assert_eq!(packed.unpack(), window);
+            let got = packed.matmul(&a, m, with_bias.then_some(&bias[..]));
+            if n > NR {
+                // The last panel alone equals the same columns of the whole product.
+                let tail =
+                    packed.matmul_cols(&a, m, with_bias.then_some(&bias[n - NR..]), n - NR, NR);
+                for i in 0..m {
+                    assert_eq!(tail[i * NR..(i + 1) * NR], got[i * n + n - NR..(i + 1) * n]);
+                }
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want = if with_bias { bias[j] as f64 } else { 0.0 };
+                    for t in 0..k {
+                        want += a[i * k + t] as f64 * b[t * full_n + col + j] as f64;
+                    }
+                    let g = got[i * n + j] as f64;
+                    assert!(
+                        (g - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                        "{m}x{k}x{n}: ({i}, {j}) {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
