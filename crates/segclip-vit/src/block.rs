@@ -270,7 +270,10 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.c_proj.forward_quick_gelu(&self.c_fc.forward(x)?)
+        match self.c_fc.forward_then_quick_gelu(x)? {
+            Some(h) => self.c_proj.forward(&h),
+            None => self.c_proj.forward_quick_gelu(&self.c_fc.forward(x)?),
+        }
     }
 }
 

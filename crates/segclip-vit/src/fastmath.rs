@@ -36,8 +36,14 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 fn quick_gelu_body(src: &[f32], dst: &mut [f32]) {
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = v / (1.0 + exp(-1.702 * v));
+        *d = quick_gelu(v);
     }
+}
+
+/// QuickGELU of one value, `v·σ(1.702 v)`, as every vectorised loop here computes it.
+#[inline(always)]
+pub fn quick_gelu(v: f32) -> f32 {
+    v / (1.0 + exp(-1.702 * v))
 }
 
 /// Lane-wise reductions (16 accumulators) so the compiler can vectorise them.

@@ -85,11 +85,21 @@ impl Linear {
         }
     }
 
+    /// `QuickGELU(x Wᵀ + b)` (the first layer of a CLIP MLP) in one pass where the weight is
+    /// packed (the activation applied while each block of the product is in registers);
+    /// `None` elsewhere, for the caller's own two steps.
+    pub fn forward_then_quick_gelu(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match &self.weight {
+            Weight::Packed(p, _) => packed_linear(x, p, self.bias.as_ref(), (0, p.n()), true),
+            _ => Ok(None),
+        }
+    }
+
     /// Rows `[start, start + len)` of the output only (a slice of the packed q/k/v projection).
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         if let Weight::Packed(p, _) = &self.weight {
             if start.is_multiple_of(NR) && len.is_multiple_of(NR) {
-                if let Some(y) = packed_linear(x, p, self.bias.as_ref(), (start, len))? {
+                if let Some(y) = packed_linear(x, p, self.bias.as_ref(), (start, len), false)? {
                     return Ok(y);
                 }
             }
@@ -500,25 +510,28 @@ impl Module for Linear {
                 Some(y) => Ok(y),
                 None => matmul_bias(x, wt, self.bias.as_ref()),
             },
-            Weight::Packed(p, _) => match packed_linear(x, p, self.bias.as_ref(), (0, p.n()))? {
-                Some(y) => Ok(y),
-                // An input that tracks gradients: candle's ops on the unpacked weight.
-                None => {
-                    let wt = self.weight_t().map_err(candle_core::Error::wrap)?;
-                    matmul_bias(x, &wt, self.bias.as_ref())
+            Weight::Packed(p, _) => {
+                match packed_linear(x, p, self.bias.as_ref(), (0, p.n()), false)? {
+                    Some(y) => Ok(y),
+                    // An input that tracks gradients: candle's ops on the unpacked weight.
+                    None => {
+                        let wt = self.weight_t().map_err(candle_core::Error::wrap)?;
+                        matmul_bias(x, &wt, self.bias.as_ref())
+                    }
                 }
-            },
+            }
         }
     }
 }
 
-/// Columns `[col, col + len)` of `x @ wt + b` by the packed kernel, for an f32 CPU input that
-/// tracks no gradient (`None` otherwise).
+/// Columns `[col, col + len)` of `x @ wt + b` (of its QuickGELU with `quick_gelu`) by the packed
+/// kernel, for an f32 CPU input that tracks no gradient (`None` otherwise).
 fn packed_linear(
     x: &Tensor,
     p: &PackedB,
     b: Option<&Tensor>,
     (col, len): (usize, usize),
+    quick_gelu: bool,
 ) -> candle_core::Result<Option<Tensor>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() {
         return Ok(None);
@@ -533,7 +546,9 @@ fn packed_linear(
         .map(|b| b.narrow(0, col, len)?.to_vec1::<f32>())
         .transpose()?;
     let x = x.contiguous()?;
-    let y = crate::cpu::with_f32(&x, |xd| p.matmul_cols(xd, m, bias.as_deref(), col, len))?;
+    let y = crate::cpu::with_f32(&x, |xd| {
+        p.matmul_cols(xd, m, bias.as_deref(), (col, len), quick_gelu)
+    })?;
     let mut shape = dims;
     let last = shape.len() - 1;
     shape[last] = len;

@@ -84,18 +84,19 @@ impl PackedB {
     /// `A·B + bias` for a row-major `a` (m, k); `bias` (n) or zero. Returns (m, n) row-major.
     /// Only where [`PackedB::supported`] said so.
     pub fn matmul(&self, a: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        self.matmul_cols(a, m, bias, 0, self.n)
+        self.matmul_cols(a, m, bias, (0, self.n), false)
     }
 
     /// Columns `[col, col + len)` of `A·B + bias` (both multiples of [`NR`]); `bias` has `len`
-    /// values. Returns (m, len) row-major.
+    /// values; with `quick_gelu`, QuickGELU of it, applied to each block while it is in
+    /// registers. Returns (m, len) row-major.
     pub fn matmul_cols(
         &self,
         a: &[f32],
         m: usize,
         bias: Option<&[f32]>,
-        col: usize,
-        len: usize,
+        (col, len): (usize, usize),
+        quick_gelu: bool,
     ) -> Vec<f32> {
         let k = self.k;
         assert!(col.is_multiple_of(NR) && len.is_multiple_of(NR) && col + len <= self.n);
@@ -152,7 +153,7 @@ impl PackedB {
                                 a.as_ptr().add(i * k),
                                 k,
                                 (b, ahead),
-                                bias,
+                                (bias, quick_gelu),
                                 out_ptr.get().add(i * n + p * NR),
                                 n,
                             )
@@ -203,7 +204,7 @@ unsafe fn kernel(
     a: *const f32,
     k: usize,
     b: (&[f32], Option<(*const f32, usize)>),
-    bias: Option<&[f32]>,
+    epilogue: (Option<&[f32]>, bool),
     c: *mut f32,
     ldc: usize,
 ) {
@@ -212,7 +213,7 @@ unsafe fn kernel(
             match mr {
                 $($r => unsafe {
                     let (ahead, steps) = b.1.unwrap_or((b.0.as_ptr(), 0));
-                    block::<$r>(a, k, b.0, (ahead, steps), bias, c, ldc)
+                    block::<$r>(a, k, b.0, (ahead, steps), epilogue, c, ldc)
                 },)*
                 _ => unreachable!("block of {mr} rows"),
             }
@@ -227,7 +228,7 @@ unsafe fn kernel(
     _: *const f32,
     _: usize,
     _: (&[f32], Option<(*const f32, usize)>),
-    _: Option<&[f32]>,
+    _: (Option<&[f32]>, bool),
     _: *mut f32,
     _: usize,
 ) {
@@ -245,7 +246,7 @@ unsafe fn block<const R: usize>(
     k: usize,
     b: &[f32],
     (ahead, steps): (*const f32, usize),
-    bias: Option<&[f32]>,
+    (bias, quick_gelu): (Option<&[f32]>, bool),
     c: *mut f32,
     ldc: usize,
 ) {
@@ -293,8 +294,18 @@ unsafe fn block<const R: usize>(
     for r in 0..R {
         // SAFETY: row r of `c` has NR writable floats (caller).
         unsafe {
-            _mm512_storeu_ps(c.add(r * ldc), acc0[r]);
-            _mm512_storeu_ps(c.add(r * ldc + 16), acc1[r]);
+            if quick_gelu {
+                let mut row = [0f32; NR];
+                _mm512_storeu_ps(row.as_mut_ptr(), acc0[r]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), acc1[r]);
+                for v in row.iter_mut() {
+                    *v = crate::fastmath::quick_gelu(*v);
+                }
+                std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(r * ldc), NR);
+            } else {
+                _mm512_storeu_ps(c.add(r * ldc), acc0[r]);
+                _mm512_storeu_ps(c.add(r * ldc + 16), acc1[r]);
+            }
         }
     }
 }
@@ -335,10 +346,22 @@ mod tests {
                 .collect();
             assert_eq!(packed.unpack(), window);
             let got = packed.matmul(&a, m, with_bias.then_some(&bias[..]));
+            // The QuickGELU epilogue is the activation of the product, to the bit.
+            let activated = packed.matmul_cols(&a, m, with_bias.then_some(&bias[..]), (0, n), true);
+            let want: Vec<f32> = got
+                .iter()
+                .map(|&v| crate::fastmath::quick_gelu(v))
+                .collect();
+            assert_eq!(activated, want);
             if n > NR {
                 // The last panel alone equals the same columns of the whole product.
-                let tail =
-                    packed.matmul_cols(&a, m, with_bias.then_some(&bias[n - NR..]), n - NR, NR);
+                let tail = packed.matmul_cols(
+                    &a,
+                    m,
+                    with_bias.then_some(&bias[n - NR..]),
+                    (n - NR, NR),
+                    false,
+                );
                 for i in 0..m {
                     assert_eq!(tail[i * NR..(i + 1) * NR], got[i * n + n - NR..(i + 1) * n]);
                 }
