@@ -38,16 +38,12 @@ impl Linear {
         let weight = if weight.is_variable() {
             Weight::Var(weight)
         } else {
-            let wt = weight.t()?.contiguous()?;
-            let (k, n) = wt.dims2()?;
-            if wt.device().is_cpu() && wt.dtype() == DType::F32 && PackedB::supported(n) {
-                let data = wt.flatten_all()?.to_vec1::<f32>()?;
-                Weight::Packed(
-                    Arc::new(PackedB::new(&data, k, n, 0, n)),
-                    wt.device().clone(),
-                )
+            let (n, k) = weight.dims2()?;
+            if weight.device().is_cpu() && weight.dtype() == DType::F32 && PackedB::supported(n) {
+                let packed = crate::cpu::with_f32(&weight, |w| PackedB::from_transposed(w, n, k))?;
+                Weight::Packed(Arc::new(packed), weight.device().clone())
             } else {
-                Weight::Fixed(wt)
+                Weight::Fixed(weight.t()?.contiguous()?)
             }
         };
         Ok(Self { weight, bias })

@@ -61,6 +61,22 @@ impl PackedB {
         Self { k, n, data }
     }
 
+    /// `B = Wᵀ` from a row-major `w` (n, k), as a linear layer stores its weight, without
+    /// materialising the transpose. `n` must be a multiple of [`NR`].
+    pub fn from_transposed(w: &[f32], n: usize, k: usize) -> Self {
+        assert!(n.is_multiple_of(NR) && w.len() >= n * k);
+        let mut data = vec![0f32; k * n];
+        for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+            for j in 0..NR {
+                let row = &w[(p * NR + j) * k..(p * NR + j + 1) * k];
+                for (step, &v) in panel.chunks_exact_mut(NR).zip(row) {
+                    step[j] = v;
+                }
+            }
+        }
+        Self { k, n, data }
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }
@@ -345,6 +361,11 @@ mod tests {
                 .copied()
                 .collect();
             assert_eq!(packed.unpack(), window);
+            let w: Vec<f32> = (0..n)
+                .flat_map(|j| (0..k).map(move |t| (t, j)))
+                .map(|(t, j)| window[t * n + j])
+                .collect();
+            assert_eq!(PackedB::from_transposed(&w, n, k).data, packed.data);
             let got = packed.matmul(&a, m, with_bias.then_some(&bias[..]));
             // The QuickGELU epilogue is the activation of the product, to the bit.
             let activated = packed.matmul_cols(&a, m, with_bias.then_some(&bias[..]), (0, n), true);
