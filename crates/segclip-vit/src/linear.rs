@@ -556,6 +556,42 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// A fixed weight whose width suits the packed kernel gives the trainable layer's outputs:
+    /// the whole layer, an aligned and an unaligned window of its outputs, QuickGELU of it, and
+    /// an input that tracks gradients (candle's ops on the unpacked weight).
+    #[test]
+    fn packed_weights_agree_with_trainable_ones() {
+        let dev = Device::Cpu;
+        let (n, k) = (64, 40);
+        let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., n, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1., (3, 5, k), &dev).unwrap();
+        let fixed = Linear::new(w.clone(), Some(b.clone())).unwrap();
+        assert_eq!(
+            matches!(fixed.weight, Weight::Packed(..)),
+            PackedB::supported(n)
+        );
+        let var = Var::from_tensor(&w).unwrap();
+        let train = Linear::new(var.as_tensor().clone(), Some(b)).unwrap();
+        let close = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-4, "{d}");
+        };
+        let want = train.forward(&x).unwrap();
+        close(&fixed.forward(&x).unwrap(), &want);
+        for (start, len) in [(32, 32), (8, 20)] {
+            close(
+                &fixed.forward_rows(&x, start, len).unwrap(),
+                &want.narrow(2, start, len).unwrap(),
+            );
+        }
+        if let Some(h) = fixed.forward_then_quick_gelu(&x).unwrap() {
+            close(&h, &crate::activation::quick_gelu(&want).unwrap());
+        }
+        let tracked = Var::from_tensor(&x).unwrap();
+        close(&fixed.forward(tracked.as_tensor()).unwrap(), &want);
+    }
+
     #[test]
     fn fixed_and_trainable_weights_agree() {
         let dev = Device::Cpu;
