@@ -49,14 +49,22 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("linear");
     group.sample_size(10);
     let value = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1000) as f32 / 1000.0 - 0.5;
-    for (m, k, n) in [(196, 768, 2304), (196, 768, 3072), (196, 3072, 768), (1568, 768, 3072)] {
+    for (m, k, n) in [
+        (196, 768, 2304),
+        (196, 768, 3072),
+        (196, 3072, 768),
+        (1568, 768, 3072),
+    ] {
         let shape = format!("{m}x{k}x{n}");
         let a: Vec<f32> = (0..m * k).map(|i| value(i, 0)).collect();
         let bias: Vec<f32> = (0..n).map(|i| value(i, 1)).collect();
         let weights: Vec<Vec<f32>> = (0..COPIES)
             .map(|s| (0..k * n).map(|i| value(i, s + 2)).collect())
             .collect();
-        let packed: Vec<PackedB> = weights.iter().map(|b| PackedB::new(b, k, n, 0, n)).collect();
+        let packed: Vec<PackedB> = weights
+            .iter()
+            .map(|b| PackedB::new(b, k, n, 0, n))
+            .collect();
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         group.bench_function(BenchmarkId::new("packed/warm", &shape), |bench| {
             bench.iter(|| packed[0].matmul(&a, m, Some(&bias)))

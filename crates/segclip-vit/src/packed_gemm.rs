@@ -7,8 +7,11 @@
 //! microkernel reads it as one stream. The microkernel holds an [`MR`]×[`NR`] block of `C` in 28
 //! registers for the whole of `k` (the bias is its starting value): per step of `k`, two loads
 //! of `B`, fourteen broadcasts of `A` and 28 fused multiply-adds. `A` is read in place, row-major.
-//! Blocks of [`MC`] rows of `A` stay in L2 while every panel of `B` passes over them; the panels
-//! are shared out between threads.
+//! Blocks of `MC` rows of `A` stay in L2 while every panel of `B` passes over them; the panels
+//! are shared out between threads. At batch 1 every weight streams from memory once, and the
+//! kernel's own loads leave too few misses in flight for that, so it prefetches the panel rows
+//! it will read next. QuickGELU (the CLIP MLP's activation) can be applied to a block as it is
+//! stored.
 //!
 //! Sums run over `k` in order, one fused multiply-add at a time: the rounding differs from
 //! `gemm`'s (and from PyTorch's) in the last bits, as any two GEMMs do.
