@@ -8,8 +8,15 @@ blocks, grouped 1x1 K/V convs, argmax assignment, mean aggregation, proj_o), 2 b
 region tokens, max-pool, ln_post, proj. Random weights: speed does not depend on them.
 
 Usage (after `cargo build --release`):
-    python3 benches/visual_vs_pytorch.py [--threads 2] [--iters 5] [--rounds 3]
+    python3 benches/visual_vs_pytorch.py [--threads 2] [--pairs 30] [--configs 1x224,8x448]
+    python3 benches/visual_vs_pytorch.py --rounds 3 --iters 5   # the older round-by-round mode
 Needs `pip install torch`. Peak RSS of each Rust configuration is measured in its own process.
+
+Paired mode (the default): the Rust binary runs as a `segclip bench --paced` process that times
+one forward per line it reads, so Rust and PyTorch forwards alternate one by one (the order
+swapped every pair) and each ratio compares two forwards taken a fraction of a second apart.
+The reported ratio is the median of the per-pair ratios; on this shared machine the speed of
+both drifts by tens of percent within minutes, which round-by-round medians do not cancel.
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -126,6 +133,43 @@ def rust_time(binary, batch, size, warmup, iters):
     return res
 
 
+def paired_times(binary, model, batch, size, pairs):
+    """Alternate single Rust and PyTorch forwards `pairs` times (order swapped every pair);
+    returns the Rust times, the PyTorch times and Rust's peak RSS (MiB)."""
+    cmd = ["/usr/bin/time", "-f", "%M", binary, "bench", "--size", str(size), "--batch", str(batch),
+           "--warmup", "1", "--paced"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "ready":
+        sys.exit(f"{binary} bench --paced did not start: {p.stderr.read()}")
+    x = torch.randn(batch, 3, size, size)
+
+    def rust():
+        p.stdin.write("\n")
+        p.stdin.flush()
+        return float(p.stdout.readline())
+
+    def torch_once():
+        t = time.perf_counter()
+        model(x)
+        return (time.perf_counter() - t) * 1e3
+
+    rs, ts = [], []
+    with torch.inference_mode():
+        model(x)
+        for i in range(pairs):
+            if i % 2 == 0:
+                rs.append(rust())
+                ts.append(torch_once())
+            else:
+                ts.append(torch_once())
+                rs.append(rust())
+    p.stdin.close()
+    p.stdout.read()
+    p.wait()
+    rss = int(p.stderr.read().strip().splitlines()[-1]) / 1024
+    return rs, ts, rss
+
+
 def segment_peak_rss(binary, root):
     """Peak RSS of `segclip segment` on a sample photo with real-size (seeded) weights."""
     import tempfile
@@ -143,8 +187,10 @@ def segment_peak_rss(binary, root):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--iters", type=int, default=5, help="timed forwards per round")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rust/torch rounds per config")
+    ap.add_argument("--pairs", type=int, default=30, help="alternating rust/torch forwards per config")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="instead of pairs: this many rounds of --iters forwards each, rust then torch")
+    ap.add_argument("--iters", type=int, default=5, help="timed forwards per round (with --rounds)")
     ap.add_argument("--configs", default="1x224,8x224,1x448,8x448")
     ap.add_argument("--no-segment", action="store_true")
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -153,18 +199,26 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = SegClipVisual().eval()
-    print(f"torch {torch.__version__}, {a.threads} threads; per round the median of {a.iters} forwards, "
-          f"{a.rounds} alternating rounds; ratio = median over rounds of rust/torch")
+    if a.rounds:
+        print(f"torch {torch.__version__}, {a.threads} threads; per round the median of {a.iters} forwards, "
+              f"{a.rounds} alternating rounds; ratio = median over rounds of rust/torch")
+    else:
+        print(f"torch {torch.__version__}, {a.threads} threads; {a.pairs} alternating pairs of single forwards "
+              f"(large configs: a third); ratio = median over pairs of rust/torch")
     print(f"{'config':>8} {'rust ms':>10} {'torch ms':>10} {'ratio':>7} {'rust peak RSS':>14}")
     for cfg in a.configs.split(","):
         batch, size = map(int, cfg.split("x"))
-        iters = a.iters if batch * size * size <= 224 * 224 * 8 else max(2, a.iters // 2)
-        rs, ts, rss = [], [], 0
-        for _ in range(a.rounds):
-            r = rust_time(a.binary, batch, size, 1, iters)
-            rs.append(r["median_ms"])
-            rss = max(rss, r["peak_rss_mib_time"])
-            ts.append(torch_time(model, batch, size, 1, iters))
+        large = batch * size * size > 224 * 224 * 8
+        if a.rounds:
+            iters = max(2, a.iters // 2) if large else a.iters
+            rs, ts, rss = [], [], 0
+            for _ in range(a.rounds):
+                r = rust_time(a.binary, batch, size, 1, iters)
+                rs.append(r["median_ms"])
+                rss = max(rss, r["peak_rss_mib_time"])
+                ts.append(torch_time(model, batch, size, 1, iters))
+        else:
+            rs, ts, rss = paired_times(a.binary, model, batch, size, max(3, a.pairs // 3) if large else a.pairs)
         ratio = statistics.median(r / t for r, t in zip(rs, ts))
         print(f"{cfg:>8} {statistics.median(rs):>10.1f} {statistics.median(ts):>10.1f} {ratio:>7.2f} {rss:>10.0f} MiB",
               flush=True)

@@ -26,6 +26,7 @@ const DEFAULT_IMAGE: &str = concat!(
 );
 
 fn main() {
+    segclip::pipeline::init_cpu_threads();
     if let Err(e) = run() {
         segclip::pipeline::exit_with(e);
     }

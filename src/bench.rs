@@ -44,6 +44,31 @@ pub fn time_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -
     Ok(t)
 }
 
+/// [`time_ms`] with one timed call per line of standard input (until its end), each time
+/// printed (milliseconds) on its own line as soon as it is taken: a peer process alternates
+/// its own runs with these, so both see the same machine.
+pub fn time_ms_paced(warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    use std::io::{BufRead, Write};
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let mut t = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        line?;
+        let s = Instant::now();
+        f()?;
+        let ms = s.elapsed().as_secs_f64() * 1e3;
+        writeln!(out, "{ms}")?;
+        out.flush()?;
+        t.push(ms);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t)
+}
+
 /// This process's peak resident set size in MiB (Linux `VmHWM`), if known.
 pub fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

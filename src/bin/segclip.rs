@@ -58,6 +58,11 @@ enum Command {
         /// safetensors file: a real-size checkpoint for memory and speed tests.
         #[arg(long)]
         save_seeded: Option<PathBuf>,
+        /// After the warm-up, time one forward for each line read from standard input and
+        /// print its milliseconds on a line of its own, until end of input: for a peer that
+        /// alternates its own forwards with these (`benches/visual_vs_pytorch.py`).
+        #[arg(long, conflicts_with_all = ["train", "save_seeded"])]
+        paced: bool,
     },
     /// Compute superpixels of an image and write the label map as a 16-bit PNG.
     Superpixels(SuperpixelArgs),
@@ -492,6 +497,7 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
 }
 
 fn main() {
+    segclip::pipeline::init_cpu_threads();
     // Keep freed memory committed for reuse instead of returning it to the OS after mimalloc's
     // purge delay (1 s): a training step frees and reallocates gigabytes of activations and
     // gradients, and re-faulting them cost a quarter of the step (`segclip bench --train
@@ -629,16 +635,22 @@ fn run(cli: Cli) -> Result<()> {
             iters,
             warmup,
             save_seeded: None,
+            paced,
             ..
         } => {
             let dev = candle_core::Device::Cpu;
             let model = segclip::bench::seeded_vit_b16(&dev)?;
             let x = segclip::bench::pixels(batch, size, &dev)?;
-            let t = segclip::bench::time_ms(warmup, iters.max(1), || {
+            let forward = || {
                 let out = model.visual.forward(&x, None, None)?;
                 out.image_emb.to_vec2::<f32>()?;
                 Ok(())
-            })?;
+            };
+            let t = if paced {
+                segclip::bench::time_ms_paced(warmup, forward)?
+            } else {
+                segclip::bench::time_ms(warmup, iters.max(1), forward)?
+            };
             println!(
                 "{}",
                 serde_json::json!({"size": size, "batch": batch, "median_ms": t[t.len() / 2], "min_ms": t[0],

@@ -44,6 +44,48 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_cor
     Ok(f(&data[start..end]))
 }
 
+/// Run `f` on the rows of `t` (…, k) as `(data, rows, lda)`: row `i` is
+/// `data[i·lda..i·lda + k]`. A tensor whose rows are evenly spaced (contiguous, or a narrow of
+/// the last dimension of a contiguous one) is read in place; any other is made contiguous.
+pub(crate) fn with_rows<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32], usize, usize) -> R,
+) -> candle_core::Result<R> {
+    let k = t.dims().last().copied().unwrap_or(1);
+    let rows = t.elem_count().checked_div(k).unwrap_or(0);
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(data)), Some(lda)) = (&*storage, row_stride(layout)) {
+            let start = layout.start_offset();
+            let end = start + (rows - 1) * lda + k;
+            return Ok(f(&data[start..end], rows, lda));
+        }
+    }
+    with_f32(t, |d| f(d, rows, k))
+}
+
+/// The distance between consecutive rows (last-dimension vectors) of `l` where it is the same
+/// for all rows and each row is contiguous; `None` otherwise or for an empty layout.
+fn row_stride(l: &candle_core::Layout) -> Option<usize> {
+    let (dims, stride) = (l.dims(), l.stride());
+    let (&k, lead) = dims.split_last()?;
+    if k == 0 || lead.contains(&0) || (k > 1 && stride[lead.len()] != 1) {
+        return None;
+    }
+    // The innermost leading dimension longer than 1 sets the row stride; each outer one must
+    // step over all rows inside it.
+    let (mut lda, mut span) = (None, 0);
+    for (&d, &s) in lead.iter().zip(stride).rev().filter(|(&d, _)| d > 1) {
+        match lda {
+            None => (lda, span) = (Some(s), s * d),
+            Some(_) if s == span => span *= d,
+            Some(_) => return None,
+        }
+    }
+    let lda = lda.unwrap_or(k);
+    (lda >= k).then_some(lda)
+}
+
 /// The f32 slice of a contiguous CPU storage argument of a custom op.
 pub(crate) fn slice<'a>(
     s: &'a CpuStorage,
@@ -105,4 +147,47 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Evenly spaced rows are read in place with their stride; other layouts are copied.
+    #[test]
+    fn rows_are_read_in_place_where_evenly_spaced() {
+        let dev = Device::Cpu;
+        let t = Tensor::arange(0f32, 48., &dev)
+            .unwrap()
+            .reshape((2, 3, 8))
+            .unwrap();
+        let rows = |t: &Tensor| {
+            let k = t.dims()[t.rank() - 1];
+            with_rows(t, |d, m, lda| {
+                let values: Vec<f32> = (0..m)
+                    .flat_map(|i| d[i * lda..i * lda + k].to_vec())
+                    .collect();
+                (lda, values)
+            })
+            .unwrap()
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // contiguous; narrows of the last dimension; a single row
+        for view in [
+            t.clone(),
+            t.narrow(2, 0, 5).unwrap(),
+            t.narrow(2, 3, 5).unwrap(),
+            t.narrow(0, 1, 1).unwrap().narrow(1, 2, 1).unwrap(),
+        ] {
+            assert_eq!(rows(&view), (8, flat(&view)));
+        }
+        // rows not evenly spaced (a narrow of the middle dimension), a transposed view
+        let gappy = t.narrow(1, 0, 2).unwrap();
+        assert_eq!(row_stride(gappy.layout()), None);
+        assert_eq!(rows(&gappy), (8, flat(&gappy)));
+        let tr = t.transpose(1, 2).unwrap();
+        assert_eq!(row_stride(tr.layout()), None);
+        assert_eq!(rows(&tr), (3, flat(&tr)));
+    }
 }

@@ -25,7 +25,11 @@ pub fn exp(x: f32) -> f32 {
         * z
         + r
         + 1.0;
-    let y = p * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n built from n's bits: n is a whole number in [−126, 128], so adding 1.5·2^23 puts it
+    // in the low mantissa bits (exact). (`n as i32` would do the same, but its saturating,
+    // NaN-checking conversion does not vectorise.)
+    let ni = ((n + 12_582_912.0).to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let y = p * f32::from_bits((ni.wrapping_add(127) << 23) as u32);
     if tiny {
         0.0
     } else {

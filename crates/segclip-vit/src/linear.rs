@@ -11,7 +11,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::packed_gemm::{PackedB, NR};
+use crate::packed_gemm::{padded_stride, PackedB, NR};
 
 use crate::Result;
 
@@ -83,10 +83,14 @@ impl Linear {
 
     /// `QuickGELU(x Wᵀ + b)` (the first layer of a CLIP MLP) in one pass where the weight is
     /// packed (the activation applied while each block of the product is in registers);
-    /// `None` elsewhere, for the caller's own two steps.
+    /// `None` elsewhere, for the caller's own two steps. The result's rows are
+    /// [`padded_stride`] apart (a narrow of a wider tensor), which the next packed layer reads
+    /// in place.
     pub fn forward_then_quick_gelu(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
         match &self.weight {
-            Weight::Packed(p, _) => packed_linear(x, p, self.bias.as_ref(), (0, p.n()), true),
+            Weight::Packed(p, _) => {
+                packed_linear(x, p, self.bias.as_ref(), (0, p.n()), (true, true))
+            }
             _ => Ok(None),
         }
     }
@@ -95,7 +99,9 @@ impl Linear {
     pub fn forward_rows(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         if let Weight::Packed(p, _) = &self.weight {
             if start.is_multiple_of(NR) && len.is_multiple_of(NR) {
-                if let Some(y) = packed_linear(x, p, self.bias.as_ref(), (start, len), false)? {
+                if let Some(y) =
+                    packed_linear(x, p, self.bias.as_ref(), (start, len), (false, false))?
+                {
                     return Ok(y);
                 }
             }
@@ -507,7 +513,7 @@ impl Module for Linear {
                 None => matmul_bias(x, wt, self.bias.as_ref()),
             },
             Weight::Packed(p, _) => {
-                match packed_linear(x, p, self.bias.as_ref(), (0, p.n()), false)? {
+                match packed_linear(x, p, self.bias.as_ref(), (0, p.n()), (false, false))? {
                     Some(y) => Ok(y),
                     // An input that tracks gradients: candle's ops on the unpacked weight.
                     None => {
@@ -521,13 +527,15 @@ impl Module for Linear {
 }
 
 /// Columns `[col, col + len)` of `x @ wt + b` (of its QuickGELU with `quick_gelu`) by the packed
-/// kernel, for an f32 CPU input that tracks no gradient (`None` otherwise).
+/// kernel, for an f32 CPU input that tracks no gradient (`None` otherwise). `x`'s rows are read
+/// in place where they are evenly spaced. With `padded`, the output's rows are
+/// [`padded_stride`] apart (a narrow of a wider tensor), for another packed product to read.
 fn packed_linear(
     x: &Tensor,
     p: &PackedB,
     b: Option<&Tensor>,
     (col, len): (usize, usize),
-    quick_gelu: bool,
+    (quick_gelu, padded): (bool, bool),
 ) -> candle_core::Result<Option<Tensor>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() {
         return Ok(None);
@@ -537,18 +545,22 @@ fn packed_linear(
     if k != p.k() {
         candle_core::bail!("linear: input width {k}, weight expects {}", p.k());
     }
-    let m: usize = dims[..dims.len() - 1].iter().product();
     let bias = b
         .map(|b| b.narrow(0, col, len)?.to_vec1::<f32>())
         .transpose()?;
-    let x = x.contiguous()?;
-    let y = crate::cpu::with_f32(&x, |xd| {
-        p.matmul_cols(xd, m, bias.as_deref(), (col, len), quick_gelu)
+    let ldc = if padded { padded_stride(len) } else { len };
+    let y = crate::cpu::with_rows(x, |xd, m, lda| {
+        p.matmul_strided(xd, lda, m, bias.as_deref(), (col, len), quick_gelu, ldc)
     })?;
     let mut shape = dims;
     let last = shape.len() - 1;
-    shape[last] = len;
-    Ok(Some(Tensor::from_vec(y, shape, x.device())?))
+    shape[last] = ldc;
+    let y = Tensor::from_vec(y, shape, x.device())?;
+    Ok(Some(if ldc > len {
+        y.narrow(last, 0, len)?
+    } else {
+        y
+    }))
 }
 
 #[cfg(test)]

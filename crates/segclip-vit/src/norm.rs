@@ -33,22 +33,36 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
-        if !tracked && x.is_contiguous() {
-            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
-        }
         if [x, &self.weight, &self.bias]
             .iter()
             .all(|t| crate::cpu::is_cpu_f32(t))
         {
-            // Training on CPU: one fused pass forward and one backward (dx, dw, db together).
-            return x.contiguous()?.apply_op3(
+            // On CPU one fused pass forward (and, in training, one backward: dx, dw, db
+            // together). At inference the rows are written `padded_stride` apart where the
+            // packed GEMM reads them (the next op is a linear layer).
+            let tracked = x.track_op() || self.weight.track_op() || self.bias.track_op();
+            let cols = self.weight.elem_count();
+            let ldc = if !tracked && crate::packed_gemm::PackedB::supported(cols) {
+                crate::packed_gemm::padded_stride(cols)
+            } else {
+                cols
+            };
+            let y = x.contiguous()?.apply_op3(
                 &self.weight.contiguous()?,
                 &self.bias.contiguous()?,
                 LayerNormOp {
                     eps: self.eps as f32,
+                    ldc,
                 },
-            );
+            )?;
+            return if ldc > cols {
+                y.narrow(D::Minus1, 0, cols)
+            } else {
+                Ok(y)
+            };
+        }
+        if !x.track_op() && !self.weight.track_op() && !self.bias.track_op() && x.is_contiguous() {
+            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
@@ -59,13 +73,28 @@ impl Module for LayerNorm {
     }
 }
 
-/// Row mean and 1/σ of one row (two passes, as the composite form).
+/// Row mean and 1/σ of one row (two passes, as the composite form; each sum in 16 lanes so
+/// that it vectorises).
 #[inline]
 fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// `Σ f(v)` over `row`, accumulated in 16 lanes.
+#[inline]
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// LayerNorm over the last dimension with its gradient, for training on CPU:
@@ -77,6 +106,9 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
 /// ```
 struct LayerNormOp {
     eps: f32,
+    /// Row stride of the output (≥ the width; the padding zeroed). Only the width itself when
+    /// a gradient is taken.
+    ldc: usize,
 }
 
 impl candle_core::CustomOp3 for LayerNormOp {
@@ -104,19 +136,22 @@ impl candle_core::CustomOp3 for LayerNormOp {
                 l1.dims()
             );
         }
-        let mut out = vec![0f32; x.len()];
-        let block = ((1 << 14) / cols + 1) * cols;
-        out.par_chunks_mut(block)
-            .zip(x.par_chunks(block))
+        let (rows, ldc) = (x.len() / cols, self.ldc.max(cols));
+        let mut out = vec![0f32; rows * ldc];
+        let per = (1 << 14) / cols + 1;
+        out.par_chunks_mut(per * ldc)
+            .zip(x.par_chunks(per * cols))
             .for_each(|(o, x)| {
-                for (o, row) in o.chunks_mut(cols).zip(x.chunks(cols)) {
+                for (o, row) in o.chunks_mut(ldc).zip(x.chunks(cols)) {
                     let (mean, rstd) = moments(row, self.eps);
                     for (((o, &v), &w), &b) in o.iter_mut().zip(row).zip(w).zip(b) {
                         *o = (v - mean) * rstd * w + b;
                     }
                 }
             });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("a row has a last dimension") = ldc;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
     fn bwd(
@@ -202,6 +237,34 @@ mod tests {
         assert!(d < 1e-5, "{d}");
         let g = comp.sum_all().unwrap().backward().unwrap();
         assert!(g.get(w.as_tensor()).is_some());
+    }
+
+    /// At inference the rows are written `padded_stride` apart where the packed GEMM runs:
+    /// the values equal candle's layer norm, and a linear layer reading the padded rows in
+    /// place gives what it gives on a contiguous copy.
+    #[test]
+    fn inference_output_is_padded_for_the_packed_gemm() {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 2., (2, 3, 64), &dev).unwrap() + 1.5).unwrap();
+        let w = Tensor::randn(1f32, 0.5, 64, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.5, 64, &dev).unwrap();
+        let y = LayerNorm::new(w.clone(), b.clone(), 1e-5)
+            .forward(&x)
+            .unwrap();
+        let want = candle_nn::ops::layer_norm(&x, &w, &b, 1e-5).unwrap();
+        assert!(crate::cpu::max_abs_diff(&y, &want) < 1e-5);
+        let padded = crate::packed_gemm::PackedB::supported(64);
+        assert_eq!(y.stride()[1], if padded { 80 } else { 64 });
+        let lin = crate::linear::Linear::new(
+            Tensor::randn(0f32, 0.2, (32, 64), &dev).unwrap(),
+            Some(Tensor::randn(0f32, 0.2, 32, &dev).unwrap()),
+        )
+        .unwrap();
+        let (in_place, copied) = (
+            lin.forward(&y).unwrap(),
+            lin.forward(&y.contiguous().unwrap()).unwrap(),
+        );
+        assert_eq!(crate::cpu::max_abs_diff(&in_place, &copied), 0.0);
     }
 
     #[test]

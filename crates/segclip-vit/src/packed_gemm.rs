@@ -11,7 +11,9 @@
 //! are shared out between threads. At batch 1 every weight streams from memory once, and the
 //! kernel's own loads leave too few misses in flight for that, so it prefetches the panel rows
 //! it will read next. QuickGELU (the CLIP MLP's activation) can be applied to a block as it is
-//! stored.
+//! stored. `A`'s rows may be any distance apart: the layers that feed a packed product (layer
+//! norm, the MLP's first layer) write rows [`padded_stride`] apart, so that the [`MR`] rows a
+//! block reads do not evict each other from L1.
 //!
 //! Sums run over `k` in order, one fused multiply-add at a time: the rounding differs from
 //! `gemm`'s (and from PyTorch's) in the last bits, as any two GEMMs do.
@@ -24,6 +26,19 @@ pub const NR: usize = 32;
 const MC: usize = 14 * 16;
 /// Panel rows between a thread's first loads and its prefetches of the same panel.
 const AHEAD: usize = 64;
+
+/// The row stride (in floats) for a product of `n` columns that another product will read as
+/// its `A`: `n`, or `n + 16` where rows `n` floats apart would fall on few L1 sets. (A block
+/// reads [`MR`] rows of `A` at the same column; with `n` a multiple of 32 they share sets —
+/// a 3072-wide row maps every row to one set of the 12-way L1 — and evict each other.
+/// An odd number of cache lines a row spreads them over [`MR`] sets.)
+pub fn padded_stride(n: usize) -> usize {
+    if n.is_multiple_of(16) && (n / 16).is_multiple_of(2) {
+        n + 16
+    } else {
+        n
+    }
+}
 
 /// A right-hand side (k, n) packed into panels of [`NR`] columns; `n` a multiple of [`NR`].
 #[derive(Debug, Clone)]
@@ -117,16 +132,40 @@ impl PackedB {
         (col, len): (usize, usize),
         quick_gelu: bool,
     ) -> Vec<f32> {
+        self.matmul_strided(a, self.k, m, bias, (col, len), quick_gelu, len)
+    }
+
+    /// [`PackedB::matmul_cols`] for an `a` whose rows are `lda ≥ k` floats apart, into an output
+    /// whose rows are `ldc ≥ len` floats apart (the padding zeroed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_strided(
+        &self,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        bias: Option<&[f32]>,
+        (col, len): (usize, usize),
+        quick_gelu: bool,
+        ldc: usize,
+    ) -> Vec<f32> {
         let k = self.k;
         assert!(col.is_multiple_of(NR) && len.is_multiple_of(NR) && col + len <= self.n);
-        assert!(a.len() >= m * k && bias.is_none_or(|b| b.len() == len));
+        assert!(lda >= k && ldc >= len);
+        assert!(m == 0 || a.len() >= (m - 1) * lda + k);
+        assert!(bias.is_none_or(|b| b.len() == len));
         assert!(
             Self::supported(NR),
             "packed GEMM on a machine without AVX-512"
         );
         let n = len;
         // Every element is written by exactly one kernel call below before `set_len`.
-        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let mut out: Vec<f32> = Vec::with_capacity(m * ldc);
+        if ldc > n {
+            let pad = out.spare_capacity_mut();
+            for row in pad.chunks_exact_mut(ldc) {
+                row[n..].fill(std::mem::MaybeUninit::new(0.0));
+            }
+        }
         let panels = n / NR;
         let first = col / NR;
         let threads = if m * n * k < 1 << 18 {
@@ -169,12 +208,12 @@ impl PackedB {
                         unsafe {
                             kernel(
                                 mr,
-                                a.as_ptr().add(i * k),
-                                k,
+                                a.as_ptr().add(i * lda),
+                                (k, lda),
                                 (b, ahead),
                                 (bias, quick_gelu),
-                                out_ptr.get().add(i * n + p * NR),
-                                n,
+                                out_ptr.get().add(i * ldc + p * NR),
+                                ldc,
                             )
                         };
                     }
@@ -191,9 +230,9 @@ impl PackedB {
                 }
             });
         }
-        // SAFETY: the row blocks cover rows 0..m and the threads' panels columns 0..n, so
-        // every one of the m·n elements was written.
-        unsafe { out.set_len(m * n) };
+        // SAFETY: the row blocks cover rows 0..m and the threads' panels columns 0..n, and the
+        // padding of each row was zeroed, so every one of the m·ldc elements was written.
+        unsafe { out.set_len(m * ldc) };
         out
     }
 }
@@ -221,7 +260,7 @@ impl SendPtr {
 unsafe fn kernel(
     mr: usize,
     a: *const f32,
-    k: usize,
+    (k, lda): (usize, usize),
     b: (&[f32], Option<(*const f32, usize)>),
     epilogue: (Option<&[f32]>, bool),
     c: *mut f32,
@@ -232,7 +271,7 @@ unsafe fn kernel(
             match mr {
                 $($r => unsafe {
                     let (ahead, steps) = b.1.unwrap_or((b.0.as_ptr(), 0));
-                    block::<$r>(a, k, b.0, (ahead, steps), epilogue, c, ldc)
+                    block::<$r>(a, (k, lda), b.0, (ahead, steps), epilogue, c, ldc)
                 },)*
                 _ => unreachable!("block of {mr} rows"),
             }
@@ -245,7 +284,7 @@ unsafe fn kernel(
 unsafe fn kernel(
     _: usize,
     _: *const f32,
-    _: usize,
+    _: (usize, usize),
     _: (&[f32], Option<(*const f32, usize)>),
     _: (Option<&[f32]>, bool),
     _: *mut f32,
@@ -262,7 +301,7 @@ unsafe fn kernel(
 #[inline]
 unsafe fn block<const R: usize>(
     a: *const f32,
-    k: usize,
+    (k, lda): (usize, usize),
     b: &[f32],
     (ahead, steps): (*const f32, usize),
     (bias, quick_gelu): (Option<&[f32]>, bool),
@@ -294,7 +333,7 @@ unsafe fn block<const R: usize>(
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
                 for r in 0..R {
-                    let x = _mm512_set1_ps(*a.add(r * k + kk));
+                    let x = _mm512_set1_ps(*a.add(r * lda + kk));
                     acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
                     acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
                 }
@@ -332,6 +371,15 @@ unsafe fn block<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_rows_span_an_odd_number_of_cache_lines() {
+        assert_eq!(padded_stride(768), 784);
+        assert_eq!(padded_stride(3072), 3088);
+        assert_eq!(padded_stride(2304), 2320);
+        assert_eq!(padded_stride(48), 48); // 3 lines already
+        assert_eq!(padded_stride(20), 20); // not whole lines
+    }
 
     /// Against a plain triple loop in f64, on shapes with partial row blocks, several row
     /// blocks of `MC`, one and many panels, with and without a bias, and a column window.
@@ -377,6 +425,19 @@ mod tests {
                 .map(|&v| crate::fastmath::quick_gelu(v))
                 .collect();
             assert_eq!(activated, want);
+            // Rows of `a` read `lda` apart, the product's written `ldc` apart (the padding
+            // zeroed): the same values.
+            let (lda, ldc) = (k + 5, padded_stride(n).max(n + 3));
+            let mut spaced = vec![f32::NAN; (m - 1) * lda + k];
+            for (i, row) in a.chunks_exact(k).enumerate() {
+                spaced[i * lda..i * lda + k].copy_from_slice(row);
+            }
+            let bias_opt = with_bias.then_some(&bias[..]);
+            let strided = packed.matmul_strided(&spaced, lda, m, bias_opt, (0, n), false, ldc);
+            for (i, row) in strided.chunks_exact(ldc).enumerate() {
+                assert_eq!(row[..n], got[i * n..(i + 1) * n]);
+                assert!(row[n..].iter().all(|&v| v == 0.0));
+            }
             if n > NR {
                 // The last panel alone equals the same columns of the whole product.
                 let tail = packed.matmul_cols(
