@@ -167,57 +167,68 @@ impl PackedB {
             }
         }
         let panels = n / NR;
-        let first = col / NR;
+        let col0 = col / NR;
         let threads = if m * n * k < 1 << 18 {
             1
         } else {
             rayon::current_num_threads().min(panels)
         };
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let run = |t: usize| {
-            let (p0, p1) = (panels * t / threads, panels * (t + 1) / threads);
-            for i0 in (0..m).step_by(MC) {
+        // Work items: (row block, panel) pairs, row blocks outermost, handed out one at a time
+        // so that a thread slowed by another process on its core takes fewer of them.
+        let items = m.div_ceil(MC) * panels;
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        let take = || {
+            let i = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (i < items).then_some(i)
+        };
+        let run = |_: usize| {
+            let (mut item, mut first) = (take(), true);
+            while let Some(it) = item {
+                // The next item is taken before this one runs, so that its panel can be
+                // prefetched meanwhile.
+                let next = take();
+                let (i0, p) = ((it / panels) * MC, it % panels);
                 let rows = MC.min(m - i0);
-                for p in p0..p1 {
-                    let q = first + p;
-                    let b = &self.data[q * k * NR..(q + 1) * k * NR];
-                    let bias = bias.map(|b| &b[p * NR..(p + 1) * NR]);
-                    // The kernel's own loads, one panel row per k-step, leave too few misses in
-                    // flight to stream a panel from memory, so blocks prefetch: the thread's
-                    // first panel by its first block, a few rows ahead of the loads; the next
-                    // panel in equal shares of its rows by the blocks (after the first, on the
-                    // first panel).
-                    let blocks = rows.div_ceil(MR);
-                    let sharers = if p == p0 { blocks - 1 } else { blocks };
-                    let share = if sharers == 0 { 0 } else { k.div_ceil(sharers) };
-                    for (j, i) in (i0..i0 + rows).step_by(MR).enumerate() {
-                        let mr = MR.min(i0 + rows - i);
-                        let ahead = if p == p0 && j == 0 {
-                            Some((b.as_ptr().wrapping_add(AHEAD * NR), k))
-                        } else if p + 1 < p1 {
-                            let s = if p == p0 { j - 1 } else { j };
+                let q = col0 + p;
+                let b = &self.data[q * k * NR..(q + 1) * k * NR];
+                let bias = bias.map(|b| &b[p * NR..(p + 1) * NR]);
+                let next_b = next.map(|nx| self.data[(col0 + nx % panels) * k * NR..].as_ptr());
+                // The kernel's own loads, one panel row per k-step, leave too few misses in
+                // flight to stream a panel from memory, so blocks prefetch: the thread's first
+                // panel by its first block, a few rows ahead of the loads; the next item's
+                // panel in equal shares of its rows by the blocks (after the first, on the
+                // thread's first item).
+                let blocks = rows.div_ceil(MR);
+                let sharers = if first { blocks - 1 } else { blocks };
+                let share = if sharers == 0 { 0 } else { k.div_ceil(sharers) };
+                for (j, i) in (i0..i0 + rows).step_by(MR).enumerate() {
+                    let mr = MR.min(i0 + rows - i);
+                    let ahead = match next_b {
+                        _ if first && j == 0 => Some((b.as_ptr().wrapping_add(AHEAD * NR), k)),
+                        Some(nb) => {
+                            let s = if first { j - 1 } else { j };
                             let start = (s * share).min(k);
-                            let next = self.data[(q + 1) * k * NR..].as_ptr();
-                            Some((next.wrapping_add(start * NR), share.min(k - start)))
-                        } else {
-                            None
-                        };
-                        // SAFETY: rows i..i+mr of `a` and of `out` exist; this thread alone
-                        // writes columns p·NR..(p+1)·NR of `out`; AVX-512F and FMA are present
-                        // (asserted above).
-                        unsafe {
-                            kernel(
-                                mr,
-                                a.as_ptr().add(i * lda),
-                                (k, lda),
-                                (b, ahead),
-                                (bias, quick_gelu),
-                                out_ptr.get().add(i * ldc + p * NR),
-                                ldc,
-                            )
-                        };
-                    }
+                            Some((nb.wrapping_add(start * NR), share.min(k - start)))
+                        }
+                        None => None,
+                    };
+                    // SAFETY: rows i..i+mr of `a` and of `out` exist; this item alone writes
+                    // columns p·NR..(p+1)·NR of these rows of `out`; AVX-512F and FMA are
+                    // present (asserted above).
+                    unsafe {
+                        kernel(
+                            mr,
+                            a.as_ptr().add(i * lda),
+                            (k, lda),
+                            (b, ahead),
+                            (bias, quick_gelu),
+                            out_ptr.get().add(i * ldc + p * NR),
+                            ldc,
+                        )
+                    };
                 }
+                (item, first) = (next, false);
             }
         };
         if threads == 1 {
@@ -230,7 +241,7 @@ impl PackedB {
                 }
             });
         }
-        // SAFETY: the row blocks cover rows 0..m and the threads' panels columns 0..n, and the
+        // SAFETY: the items cover rows 0..m and columns 0..n, each taken by one thread, and the
         // padding of each row was zeroed, so every one of the m·ldc elements was written.
         unsafe { out.set_len(m * ldc) };
         out
