@@ -222,7 +222,11 @@ const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 /// candle's elementwise ops run on its own pool, and our GEMM and attention kernels on rayon's.
 /// After each candle op its idle worker spun for ≈ 1 ms on one of the two cores while rayon's
 /// two threads computed the next GEMM: 3.3 % of a 224² forward's CPU samples were that spin
-/// (`perf record … segclip bench --iters 30`), none with the shorter limit.
+/// (`perf record … segclip bench --iters 30`), none with the shorter limit. For inference:
+/// a training step's backward runs thousands of short candle ops back to back, each of which
+/// would then wake the sleeping worker (`segclip bench --train --batch 8 --iters 3`, seven
+/// alternated pairs: median step 9102 ms with the short limit against 8508 ms with candle's),
+/// so `segclip train` keeps candle's default.
 pub fn init_cpu_threads() {
     if std::env::var_os(SPIN_LIMIT_VAR).is_none() {
         std::env::set_var(SPIN_LIMIT_VAR, "200");

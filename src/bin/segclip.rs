@@ -497,7 +497,16 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
 }
 
 fn main() {
-    segclip::pipeline::init_cpu_threads();
+    let cli = Cli::parse();
+    // Inference only: a training step's backward pass runs thousands of short candle ops back
+    // to back, which candle's spinning worker answers sooner (see `init_cpu_threads`).
+    let trains = matches!(
+        cli.command,
+        Command::Train(_) | Command::Bench { train: true, .. }
+    );
+    if !trains {
+        segclip::pipeline::init_cpu_threads();
+    }
     // Keep freed memory committed for reuse instead of returning it to the OS after mimalloc's
     // purge delay (1 s): a training step frees and reallocates gigabytes of activations and
     // gradients, and re-faulting them cost a quarter of the step (`segclip bench --train
@@ -505,7 +514,7 @@ fn main() {
     // SAFETY: sets a documented mimalloc option (`mi_option_purge_delay`, -1 = never purge);
     // options may be set at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(cli) {
         segclip::pipeline::exit_with(e);
     }
 }
