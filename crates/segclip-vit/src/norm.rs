@@ -1,8 +1,9 @@
 //! LayerNorm that is fast at inference and differentiable in training.
 //!
-//! candle-nn's fused layer-norm kernel has no backward pass, so it is used only when nothing
-//! tracks gradients; otherwise the normalisation is composed of tensor ops (the same formula:
-//! `(x − mean) / √(var + eps) · w + b`, biased variance).
+//! `(x − mean) / √(var + eps) · w + b`, biased variance. On CPU (f32) one fused kernel of our
+//! own, with its backward; at inference it writes its rows `padded_stride` apart for the packed
+//! GEMM that reads them next. Elsewhere candle-nn's fused kernel, which has no backward pass,
+//! when nothing tracks gradients, and otherwise the composite of tensor ops.
 
 use candle_core::{CpuStorage, Layout, Module, Shape, Tensor, D};
 use candle_nn::VarBuilder;
@@ -150,7 +151,10 @@ impl candle_core::CustomOp3 for LayerNormOp {
                 }
             });
         let mut dims = l1.dims().to_vec();
-        *dims.last_mut().expect("a row has a last dimension") = ldc;
+        let Some(last) = dims.last_mut() else {
+            candle_core::bail!("layer-norm: the input has no dimension to normalise over");
+        };
+        *last = ldc;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
