@@ -328,32 +328,38 @@ impl candle_core::CustomOp1 for PackedAttentionOp {
         let (b, n, c) = self.dims(l)?;
         let (heads, d, c3) = (self.heads, self.d, 3 * c);
         let src = crate::cpu::slice(s, l, "packed attention")?;
-        let mut out = vec![0f32; b * n * c];
-        let dst = SendPtr(out.as_mut_ptr());
-        (0..b * heads).into_par_iter().for_each(|task| {
-            // Capture the whole `SendPtr` (a closure would otherwise capture its non-Send field).
-            #[allow(clippy::redundant_locals)]
-            let dst = dst;
-            let (bi, h) = (task / heads, task % heads);
-            let at = |offset: usize| Rows {
-                ptr: src[bi * n * c3 + h * d + offset..].as_ptr(),
-                stride: c3,
-            };
-            // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; the output rows of
-            // this (batch, head) are d-wide at stride C, disjoint from every other task's.
-            unsafe {
-                one_head(
-                    at(0),
-                    at(c),
-                    at(2 * c),
-                    dst.0.add(bi * n * c + h * d),
-                    c,
-                    (n, n, d),
-                    self.scale,
-                    self.mask.as_deref(),
-                )
-            };
-        });
+        let fill = |dst: *mut f32| {
+            let dst = SendPtr(dst);
+            (0..b * heads).into_par_iter().for_each(|task| {
+                // Capture the whole `SendPtr` (a closure would otherwise capture its non-Send
+                // field).
+                #[allow(clippy::redundant_locals)]
+                let dst = dst;
+                let (bi, h) = (task / heads, task % heads);
+                let at = |offset: usize| Rows {
+                    ptr: src[bi * n * c3 + h * d + offset..].as_ptr(),
+                    stride: c3,
+                };
+                // SAFETY: q/k/v rows are d-wide slices at stride 3C inside `src`; the output
+                // rows of this (batch, head) are d-wide at stride C, disjoint from every other
+                // task's.
+                unsafe {
+                    one_head(
+                        at(0),
+                        at(c),
+                        at(2 * c),
+                        dst.0.add(bi * n * c + h * d),
+                        c,
+                        (n, n, d),
+                        self.scale,
+                        self.mask.as_deref(),
+                    )
+                };
+            });
+        };
+        // SAFETY: the (batch, head) tasks write every row's d columns of their head (one_head's
+        // second GEMM never reads its destination): all b·n·c outputs.
+        let out = unsafe { crate::cpu::written_by(b * n * c, fill) };
         Ok((CpuStorage::F32(out), (b, n, c).into()))
     }
 

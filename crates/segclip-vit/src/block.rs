@@ -100,28 +100,30 @@ pub(crate) unsafe fn one_head(
     scale: f32,
     mask: Option<&[f32]>,
 ) {
-    let mut s = vec![0f32; nq * nk];
-    gemm::gemm(
-        nq,
-        nk,
-        d,
-        s.as_mut_ptr(),
-        1,
-        nk as isize,
-        false,
-        q.ptr,
-        1,
-        q.stride as isize,
-        k.ptr,
-        k.stride as isize,
-        1,
-        0.0,
-        scale,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
+    // SAFETY: the GEMM writes all nq·nk scores without reading them (`read_dst` false).
+    let mut s = crate::cpu::written_by(nq * nk, |scores| {
+        gemm::gemm(
+            nq,
+            nk,
+            d,
+            scores,
+            1,
+            nk as isize,
+            false,
+            q.ptr,
+            1,
+            q.stride as isize,
+            k.ptr,
+            k.stride as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    });
     for (r, row) in s.chunks_mut(nk).enumerate() {
         if let Some(m) = mask {
             row.iter_mut()
