@@ -61,8 +61,6 @@ class M(nn.Module):
         s_.po = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 4 * w), nn.GELU(), nn.Linear(4 * w, w), QG())
         if "poinit" in V:
             for lin in (s_.po[1], s_.po[3]): nn.init.normal_(lin.weight, std=(2.0 / lin.in_features) ** 0.5)
-        if "po002" in V:
-            for lin in (s_.po[1], s_.po[3]): nn.init.normal_(lin.weight, std=0.02)
         s_.lnp = nn.LayerNorm(w); s_.proj = nn.Parameter(torch.randn(w, 64) * a.projstd)
         s_.head = nn.Linear(64, 9); nn.init.normal_(s_.head.weight, std=0.02); nn.init.zeros_(s_.head.bias)
     def forward(s_, x):
