@@ -30,6 +30,27 @@ pub const SHAPES: [(&str, &[&str]); 4] = [
     ("ring", &["ring", "hoop"]),
 ];
 
+/// Colours that only the CLIP pretraining split draws ([`Split::Pretrain`]): a wider world than
+/// the benchmark's, as OpenAI's CLIP saw far more colours than any segmentation benchmark names.
+/// They follow [`COLOURS`] in colour indices (5, 6, …).
+pub const EXTRA_COLOURS: [(&str, [u8; 3], &[&str]); 6] = [
+    ("orange", [240, 135, 30], &["orange"]),
+    ("cyan", [40, 205, 205], &["cyan", "turquoise"]),
+    ("pink", [245, 140, 190], &["pink"]),
+    ("white", [240, 240, 240], &["white"]),
+    ("black", [25, 25, 25], &["black"]),
+    ("brown", [125, 75, 30], &["brown"]),
+];
+
+/// Name, RGB and synonyms of colour index `c` ([`COLOURS`], then [`EXTRA_COLOURS`]).
+fn colour(c: usize) -> (&'static str, [u8; 3], &'static [&'static str]) {
+    if c < COLOURS.len() {
+        COLOURS[c]
+    } else {
+        EXTRA_COLOURS[c - COLOURS.len()]
+    }
+}
+
 /// (colour, shape) combinations never shown in training.
 pub const HELD_OUT: [(usize, usize); 4] = [(0, 2), (2, 3), (3, 0), (4, 1)];
 
@@ -40,6 +61,10 @@ pub enum Split {
     Train,
     /// Any combination, held-out ones included.
     Test,
+    /// For pretraining the benchmark's CLIP (`benches/pretrain_synth_clip.py`): as `Train`
+    /// (held-out combinations never appear), with objects also in the [`EXTRA_COLOURS`], whose
+    /// label ids continue past the benchmark's classes (`class_id(5, 0)` = 21, …).
+    Pretrain,
 }
 
 /// One scene.
@@ -127,9 +152,13 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
     let mut labels = vec![0u8; size * size];
     let n = rng.below(1, 4);
     let mut objects: Vec<(usize, usize)> = Vec::new();
+    let colours = match split {
+        Split::Pretrain => COLOURS.len() + EXTRA_COLOURS.len(),
+        _ => COLOURS.len(),
+    };
     while objects.len() < n {
-        let (c, s) = (rng.below(0, COLOURS.len()), rng.below(0, SHAPES.len()));
-        if (split == Split::Train && HELD_OUT.contains(&(c, s))) || objects.contains(&(c, s)) {
+        let (c, s) = (rng.below(0, colours), rng.below(0, SHAPES.len()));
+        if (split != Split::Test && HELD_OUT.contains(&(c, s))) || objects.contains(&(c, s)) {
             continue;
         }
         objects.push((c, s));
@@ -151,7 +180,7 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
         placed.push((cx, cy, r));
         let angle = rng.uniform(0.0, std::f64::consts::PI);
         let shade = rng.uniform(-20.0, 20.0);
-        let col = COLOURS[c].1;
+        let col = colour(c).1;
         for y in 0..size {
             for x in 0..size {
                 if inside(s, x as f64 + 0.5 - cx, y as f64 + 0.5 - cy, r, angle) {
@@ -171,7 +200,7 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
         named.truncate(rng.below(1, named.len()));
     }
     let phrase = |rng: &mut Rng, (c, s): (usize, usize)| {
-        format!("{} {}", pick(rng, COLOURS[c].2), pick(rng, SHAPES[s].1))
+        format!("{} {}", pick(rng, colour(c).2), pick(rng, SHAPES[s].1))
     };
     let parts: Vec<String> = named.iter().map(|&o| phrase(&mut rng, o)).collect();
     let list = match parts.len() {
@@ -217,6 +246,16 @@ mod tests {
         assert_eq!(names.len(), 21);
         assert_eq!(names[class_id(0, 2) as usize], "red triangle");
         assert!(is_held_out(class_id(0, 2) as usize) && !is_held_out(class_id(0, 0) as usize));
+        // The pretraining split adds colours, never the held-out combinations; its first five
+        // colours are the benchmark's.
+        let pre: Vec<Scene> = (0..300).map(|i| scene(3, i, 48, Split::Pretrain)).collect();
+        assert!(pre
+            .iter()
+            .all(|s| s.objects.iter().all(|o| !HELD_OUT.contains(o))));
+        assert!(pre
+            .iter()
+            .any(|s| s.objects.iter().any(|o| o.0 >= COLOURS.len())));
+        assert!(pre.iter().any(|s| s.caption.contains("orange")));
         // Test scenes do contain held-out combinations.
         assert!((0..200).any(|i| scene(9, i, 48, Split::Test)
             .objects
