@@ -6,6 +6,8 @@
 #   bash benches/learning.sh            # after `cargo build --release`: from scratch
 #   bash benches/learning.sh clip       # from the synthetic CLIP (datasets/synth/clip-synth.safetensors)
 #   SEED=2 bash benches/learning.sh clip  # another training seed (runs/ablation-clip-s2-*)
+#   CLIP=datasets/synth/clip-synth-wide.safetensors TAG=wide bash benches/learning.sh clip
+#                                         # from another CLIP (runs/ablation-clip-wide-*)
 #
 # Each run is one epoch over the first 6400 scenes (400 steps of 16, lr 5e-4), 4-7 minutes on
 # 2 cores; the same 200 fresh test scenes evaluate all four.
@@ -18,11 +20,11 @@ for v in con con_kl con_mae all; do
   run="runs/ablation-$v"
   seed=${SEED:-1}
   if [ "${1:-}" = clip ]; then
-    run="runs/ablation-clip-$v"
-    [ "$seed" = 1 ] || run="runs/ablation-clip-s$seed-$v"
+    run="runs/ablation-clip-${TAG:+$TAG-}$v"
+    [ "$seed" = 1 ] || run="runs/ablation-clip-${TAG:+$TAG-}s$seed-$v"
     mkdir -p runs
     sed -e "s#^output = .*#output = \"$run\"#" -e "s#^seed = 1\$#seed = $seed#" \
-        -e 's#^config = "datasets/synth/model.json"#&\ninit = "datasets/synth/clip-synth.safetensors"#' \
+        -e "s#^config = \"datasets/synth/model.json\"#&\ninit = \"${CLIP:-datasets/synth/clip-synth.safetensors}\"#" \
         "$cfg" > "$run.toml"
     cfg="$run.toml"
   elif [ "$seed" != 1 ]; then

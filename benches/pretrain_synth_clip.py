@@ -18,7 +18,14 @@ the real CLIP. The schedule runs on the clock: linear warmup, then cosine to 0 a
 bf16 autocast on CUDA; the weights are saved in float16 (13 MB; `segclip` upcasts them). The last `--val` scenes are held back and scored
 by image→text top-1 retrieval among them (several scenes can share a caption, so 100 % is out
 of reach). Every `--save-every` seconds the weights so far are saved too, so a run stopped early
-still leaves a checkpoint. Runs on CPU too (slowly): for testing.
+still leaves a checkpoint. Runs on CPU too (~40 scenes/s on two cores): enough to fine-tune.
+
+Options for the experiments of docs/benchmarks.md (session 12): `--init` starts from a file this
+script wrote; `--pool max` makes the image embedding the max over the patch tokens (SegCLIP's
+pooling over regions) instead of the class token; `--grey P` shows a fraction P of the pairs in
+grey with the colour words dropped from the caption (`tokens_nocolour.i32`). Scenes of the
+generator's `pretrain` split (`synth_tensors … pretrain`) add objects in colours the benchmark
+never names.
 """
 import argparse, json, math, os, time
 
@@ -26,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from visual_vs_pytorch import Block  # CLIP's pre-norm block (QuickGELU, packed in_proj)
 
@@ -35,8 +42,9 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class Clip(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, pool="cls"):
         super().__init__()
+        self.pool = pool
         v, t, d = cfg["vision"], cfg["text"], cfg["embed_dim"]
         w, p, s = v["width"], v["patch_size"], v["image_size"]
         n = (s // p) ** 2
@@ -55,13 +63,20 @@ class Clip(nn.Module):
         self.text_projection = nn.Parameter(torch.randn(tw, d) * tw**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def encode_image(self, x):
+    def visual_tokens(self, x):
+        """The class token and the patch tokens, each through ln_post and proj: (B, 1 + N, D)."""
         x = self.conv1(x).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = self.ln_pre(torch.cat([cls, x], 1) + self.positional_embedding)
         for blk in self.visual:
             x = blk(x)
-        return self.ln_post(x[:, 0]) @ self.proj
+        return self.ln_post(x) @ self.proj
+
+    def encode_image(self, x):
+        x = self.visual_tokens(x)
+        if self.pool == "max":  # as SegCLIP pools its region tokens (spec 1.4), here the patches
+            return x[:, 1:].max(1).values
+        return x[:, 0]
 
     def encode_text(self, ids):
         n = ids.shape[1]
@@ -108,7 +123,17 @@ def main():
     ap.add_argument("--val", type=int, default=4096)
     ap.add_argument("--save-every", type=float, default=90)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="start from these weights (a file this script wrote)")
+    ap.add_argument("--pool", choices=["cls", "max"], default="cls",
+                    help="image embedding: the class token (CLIP) or the max over patch tokens")
+    ap.add_argument("--grey", type=float, default=0.0,
+                    help="fraction of training pairs shown in grey with the colour words dropped "
+                         "from the caption (tokens_nocolour.i32)")
+    ap.add_argument("--print-every", type=float, default=30, help="seconds between log rows")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = json.load(open(a.config))
@@ -116,12 +141,19 @@ def main():
     n, s, ctx = meta["count"], meta["size"], meta["context"]
     images = torch.from_numpy(np.fromfile(os.path.join(a.data, "images.u8"), np.uint8).reshape(n, s, s, 3)).to(dev)
     tokens = torch.from_numpy(np.fromfile(os.path.join(a.data, "tokens.i32"), np.int32).reshape(n, ctx)).long().to(dev)
+    plain = None
+    if a.grey > 0:
+        plain = torch.from_numpy(np.fromfile(os.path.join(a.data, "tokens_nocolour.i32"), np.int32)
+                                 .reshape(n, ctx)).long().to(dev)
     ntrain = n - a.val
     mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
     pixels = lambda idx: (images[idx].permute(0, 3, 1, 2).float() / 255 - mean) / std
 
-    model = Clip(cfg).to(dev)
+    model = Clip(cfg, a.pool).to(dev)
+    if a.init:
+        model.load_openai(load_file(a.init))
+        model.to(dev)
     decay = [p for k, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in k]
     rest = [p for k, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in k)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": rest, "weight_decay": 0.0}],
@@ -157,9 +189,17 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, ntrain, (a.batch,), device=dev, generator=gen)
+        x, ids = pixels(idx), tokens[idx]
+        if plain is not None:
+            # Grey views: luma (ITU-R 601) in every channel, captions without colour words.
+            g = torch.rand(a.batch, device=dev, generator=gen) < a.grey
+            rgb = images[idx].float() / 255
+            luma = (rgb @ torch.tensor([0.299, 0.587, 0.114], device=dev)).unsqueeze(1).expand(-1, 3, -1, -1)
+            x = torch.where(g.view(-1, 1, 1, 1), (luma - mean) / std, x)
+            ids = torch.where(g.view(-1, 1), plain[idx], ids)
         with amp:
-            im = F.normalize(model.encode_image(pixels(idx)).float(), dim=-1)
-            tx = F.normalize(model.encode_text(tokens[idx]).float(), dim=-1)
+            im = F.normalize(model.encode_image(x).float(), dim=-1)
+            tx = F.normalize(model.encode_text(ids).float(), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * im @ tx.T
         target = torch.arange(a.batch, device=dev)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -171,7 +211,7 @@ def main():
             model.logit_scale.clamp_(max=math.log(100))
         step, seen = step + 1, seen + a.batch
         now = time.time()
-        if now - last_print > 30 or step == 1:
+        if now - last_print > a.print_every or step == 1:
             last_print = now
             r = retrieval()
             row = {"step": step, "seconds": round(now - t0, 1), "loss": round(loss.item(), 4), "lr": lr,
