@@ -226,7 +226,8 @@ fn bench_times_training_steps() {
 
 /// `[model] init` with OpenAI CLIP names: the visual blocks split at the model's `layers0`
 /// (spec 3.8; block `layers0` becomes `layers2.0`), every tensor of the file is used and the
-/// counts are printed; a CLIP with one visual block too many is refused, naming the tensor.
+/// counts are printed; blocks above the model's depth are left out and counted; a tensor of
+/// another model is refused, naming it.
 #[test]
 fn init_from_clip_splits_the_visual_blocks_at_layers0() {
     use candle_core::{DType, Device, Tensor};
@@ -281,9 +282,24 @@ fn init_from_clip_splits_the_visual_blocks_at_layers0() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("init: {n} tensors from")), "{err}");
-    // One visual block more than layers0 + layers2: another model.
+    // A visual block above layers0 + layers2 (a deeper CLIP): left out, and said so.
     tensors.insert(
         "visual.transformer.resblocks.2.ln_1.weight".into(),
+        Tensor::zeros(64, DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, dir.join("clip.safetensors")).unwrap();
+    std::fs::remove_dir_all(dir.join("run")).ok();
+    let out = segclip(&["train", "--config", cfg_path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("init: {n} tensors from"))
+            && err.contains("1 of CLIP visual blocks above the model's 1 + 1 left out"),
+        "{err}"
+    );
+    // A tensor no CLIP has: another model's checkpoint, refused by name.
+    tensors.insert(
+        "decoder.head.weight".into(),
         Tensor::zeros(64, DType::F32, &Device::Cpu).unwrap(),
     );
     candle_core::safetensors::save(&tensors, dir.join("clip.safetensors")).unwrap();
@@ -291,7 +307,7 @@ fn init_from_clip_splits_the_visual_blocks_at_layers0() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("layers2.1.ln_1.weight") && err.contains("another model"),
+        err.contains("decoder.head.weight") && err.contains("another model"),
         "{err}"
     );
     std::fs::remove_dir_all(dir).ok();

@@ -60,12 +60,18 @@ fn local_batch(
     Ok((samples, skipped))
 }
 
-/// Initial weights for `model`: CLIP's visual blocks split at `layers0` (spec 3.8). Every tensor
-/// of the file must be one the model has (else it is another model's checkpoint); the model's
-/// tensors the file lacks (the group module, the MAE branch) start fresh, and the counts are
-/// printed.
+/// Initial weights for `model`: CLIP's visual blocks split at `layers0` (spec 3.8). CLIP visual
+/// blocks above the model's `layers0 + layers2` are left out (a model may keep fewer blocks after
+/// the group module than the CLIP has: the benchmark's `model-no-layers2.json`), and counted.
+/// Every other tensor of the file must be one the model has (else it is another model's
+/// checkpoint); the model's tensors the file lacks (the group module, the MAE branch) start
+/// fresh, and the counts are printed.
 fn load_init(spec: &str, model: &SegClipConfig, device: &Device) -> Result<StateDict> {
-    let sd = StateDict::load(spec, model.layers0, device)?;
+    let mut sd = StateDict::load(spec, model.layers0, device)?;
+    let before = sd.tensors.len();
+    sd.tensors
+        .retain(|k, _| surplus_layers2_block(k).is_none_or(|n| n < model.layers2));
+    let dropped = before - sd.tensors.len();
     let (req, opt) = model.keys();
     let known: std::collections::HashSet<&str> =
         req.iter().chain(&opt).map(|(k, _)| k.as_str()).collect();
@@ -89,11 +95,25 @@ fn load_init(spec: &str, model: &SegClipConfig, device: &Device) -> Result<State
         )));
     }
     let fresh = known.len() - sd.tensors.len();
+    let dropped = if dropped > 0 {
+        format!(
+            "; {dropped} of CLIP visual blocks above the model's {} + {} left out",
+            model.layers0, model.layers2
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "init: {} tensors from {spec}; {fresh} start fresh",
+        "init: {} tensors from {spec}; {fresh} start fresh{dropped}",
         sd.tensors.len()
     );
     Ok(sd)
+}
+
+/// The block index `n` of a `clip.visual.transformer.layers2.{n}.…` key.
+fn surplus_layers2_block(key: &str) -> Option<usize> {
+    let rest = key.strip_prefix("clip.visual.transformer.layers2.")?;
+    rest.split('.').next()?.parse().ok()
 }
 
 fn dataset(cfg: &TrainConfig) -> Result<CaptionDataset> {
