@@ -90,7 +90,8 @@ def main():
 
     # Dense zero-shot segmentation from the patch tokens alone (no group module): each patch
     # takes its best class, or background when that class's softmax probability (logit scale
-    # 100) is under --bg-thresh, as `segclip eval` decodes; patches upsampled to pixels (nearest);
+    # 100) is under --bg-thresh (simpler than `segclip eval`'s decode: no top-k filter over the
+    # image's classes); patches upsampled to pixels (nearest);
     # IoU summed over all scenes, classes with an empty union left out.
     patches = F.normalize(toks[:, 1:], dim=-1) @ classes.T  # (S, N, 20)
     prob, best = (100 * patches).softmax(-1).max(-1)
