@@ -7,7 +7,14 @@
 //!   prompt to its region embedding is that object's class (and its colour, its shape);
 //! - image level: whether the image embedding's nearest class is one of the scene's objects;
 //! - how alike the 8 region tokens are (mean pairwise cosine), as the group module emits them
-//!   and after `layers2`: regions that all look the same all get the same class;
+//!   and after `layers2`: regions that all look the same all get the same class; and their
+//!   mean L2 norm beside that of the patch tokens entering the group module;
+//! - what the grouping allows: patch-level mIoU (patch label = majority of its pixels) when
+//!   each center is named by the majority ground truth of its patches (a perfect namer), the
+//!   same for cosine k-means (k = the number of centers) of the patch tokens and of the raw
+//!   pixels (what a better grouping could reach), and the model's centers with background
+//!   taken from the ground truth and objects named by their nearest prompt (naming alone,
+//!   without the decoder's background threshold);
 //! - what the region embeddings hold: a linear probe (softmax regression) on the object regions'
 //!   embeddings, fitted on the first half of the scenes and scored on the second, for shape and
 //!   for colour, and the same on the mean and max of each object's patch tokens after the
@@ -22,7 +29,7 @@
 //! cargo run --release --example region_probe -- WEIGHTS [COUNT] [SEED]
 //! ```
 
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Module, Tensor};
 use segclip::data::synth::{self, Split};
 use segclip::group::model::seeded_state_dict;
 use segclip::group::zeroshot::classes::l2_normalize_rows;
@@ -53,6 +60,32 @@ fn main() -> anyhow::Result<()> {
     let mut clf = TextClassifier::new(cfg.text.context_length)?;
     let text = clf.classify(&model.text, &list, Templates::Simple)?; // (K, D)
     let nshapes = synth::SHAPES.len();
+    {
+        // How far apart the text side keeps the class prompts: mean cosine of prompt pairs that
+        // share their colour, their shape, or neither.
+        let t = text.matmul(&text.t()?)?.to_vec2::<f32>()?;
+        let mut acc = [(0f64, 0usize); 3];
+        for (a, row) in t.iter().enumerate() {
+            for (b, &c) in row.iter().enumerate().filter(|&(b, _)| b != a) {
+                let kind = if a / nshapes == b / nshapes {
+                    0
+                } else if a % nshapes == b % nshapes {
+                    1
+                } else {
+                    2
+                };
+                acc[kind].0 += c as f64;
+                acc[kind].1 += 1;
+            }
+        }
+        let m = |k: usize| acc[k].0 / acc[k].1.max(1) as f64;
+        println!(
+            "class prompts, mean cosine: same colour {:.3}, same shape {:.3}, neither {:.3}",
+            m(0),
+            m(1),
+            m(2)
+        );
+    }
 
     let (mut obj_n, mut best_iou_sum) = (0usize, 0f64);
     let (mut reg_n, mut reg_ok, mut reg_col, mut reg_shape, mut purity_sum) = (0, 0, 0, 0, 0f64);
@@ -66,18 +99,52 @@ fn main() -> anyhow::Result<()> {
     // Σ over scenes of the mean pairwise cosine between the region tokens, as the group module
     // emits them and after `layers2` (where they are max-pooled into the image embedding).
     let mut region_cos = [0f64; 2];
+    let mut region_norm = [0f64; 3];
+    let mut qs_norm = (0f64, 0f64, 0usize);
+    // (right, all) object regions by the number of objects in the scene (1, 2, 3).
+    let mut by_count = [(0usize, 0usize); 3];
+    let mut by_count_diag = [0usize; 3];
+    // Object regions of multi-object scenes named as another object of the same scene.
+    let (mut named_other, mut multi_regions) = (0usize, 0usize);
+    let mut kmeans_iou_sum = 0f64;
+    let mut kmeans_pix_sum = 0f64;
+    // Patch-level (intersection, union) per class when each group is named by its majority
+    // ground truth: the mIoU a perfect namer would reach on the model's centers, on k-means of
+    // the patch tokens, on k-means of the pixels.
+    let mut oracle = [Confusion::default(); 4];
     for i in 0..count {
         let s = synth::scene(seed, i as u64, size, Split::Test);
         let px = normalize_clip(&s.image.data, (size, size));
         let px = Tensor::from_vec(px, (1, 3, size, size), &device)?;
         let mut trace = segclip::vit::Trace::default();
         let out = model.visual.forward(&px, None, Some(&mut trace))?;
+        if let (Some(q), Some(h), Some(v)) = (
+            trace.get("group.centers"),
+            trace.get("group.hard_attn"),
+            trace.get("group.values"),
+        ) {
+            // |q| and |S| (mean value of the assigned patches) over the centers holding patches.
+            let (q, h, v) = (q.i(0)?, h.i(0)?, v.i(0)?);
+            let counts = h.sum(1)?.to_vec1::<f32>()?;
+            let sv = h.matmul(&v)?;
+            let qn = q.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+            let sn = sv.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+            for k in (0..counts.len()).filter(|&k| counts[k] > 0.0) {
+                qs_norm.0 += qn[k] as f64;
+                qs_norm.1 += (sn[k] / counts[k]) as f64;
+                qs_norm.2 += 1;
+            }
+        }
+        if let Some(t) = trace.get("vision.after_layers0") {
+            region_norm[2] += mean_row_norm(&t.i(0)?)?;
+        }
         for (k, name) in ["group.region_tokens", "vision.after_layers2"]
             .iter()
             .enumerate()
         {
             if let Some(t) = trace.get(name) {
                 region_cos[k] += mean_pairwise_cosine(&t.i(0)?)?;
+                region_norm[k] += mean_row_norm(&t.i(0)?)?;
             }
         }
         let (gh, gw) = out.grid;
@@ -94,11 +161,47 @@ fn main() -> anyhow::Result<()> {
             }
             *g = (0..32).max_by_key(|&c| hist[c]).unwrap() as u8;
         }
-        let hard = out.hard.i(0)?.argmax(0)?.to_vec1::<u32>()?; // (N) center per patch
+        // (N) center per patch.
+        let hard: Vec<usize> = out
+            .hard
+            .i(0)?
+            .argmax(0)?
+            .to_vec1::<u32>()?
+            .iter()
+            .map(|&h| h as usize)
+            .collect();
         let l = out.region_emb.dim(1)?;
         let reg = l2_normalize_rows(&out.region_emb.i(0)?)?;
         let sims = reg.matmul(&text.t()?)?.to_vec2::<f32>()?; // (L, K)
         let reg_rows = reg_rows_of(&reg)?;
+        // Ablation: the same regions with `layers2`'s attention kept to each region itself (an
+        // additive mask, -inf off the diagonal), to see how much of the naming's cross-talk
+        // between a scene's objects that attention brings.
+        let sims_diag = {
+            let regions = trace
+                .get("group.region_tokens")
+                .ok_or_else(|| anyhow::anyhow!("no group.region_tokens in the trace"))?;
+            let mask: Vec<f32> = (0..l * l)
+                .map(|i| {
+                    if i / l == i % l {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (l, l), &device)?;
+            let mut x = regions.clone();
+            for blk in &model.visual.layers2 {
+                x = blk.forward(&x, Some(&mask))?;
+            }
+            let hidden = model
+                .visual
+                .head
+                .forward(&Tensor::cat(&[&x.max_keepdim(1)?, &x], 1)?)?;
+            let r = l2_normalize_rows(&hidden.i(0)?.narrow(0, 1, l)?)?;
+            r.matmul(&text.t()?)?.to_vec2::<f32>()?
+        };
         let img = l2_normalize_rows(&out.image_emb)?;
         let isim = img.matmul(&text.t()?)?.to_vec2::<f32>()?[0].clone();
         let present: Vec<u8> = {
@@ -118,6 +221,44 @@ fn main() -> anyhow::Result<()> {
             .0
             .i(0)?
             .to_vec2::<f32>()?;
+        let km = kmeans(&tokens, l);
+        // The same on each patch's raw pixels (normalised RGB, 8x8x3 values).
+        let pix: Vec<Vec<f32>> = {
+            let raw = px.i(0)?.to_vec3::<f32>()?;
+            (0..n)
+                .map(|p| {
+                    let (py, pxx) = (p / gw, p % gw);
+                    let mut v = Vec::new();
+                    for ch in raw.iter() {
+                        for row in &ch[py * patch..(py + 1) * patch] {
+                            v.extend_from_slice(&row[pxx * patch..(pxx + 1) * patch]);
+                        }
+                    }
+                    v
+                })
+                .collect()
+        };
+        let kmp = kmeans(&pix, l);
+        // Each group named by its patches' majority ground truth (background included), on the
+        // model's centers, on k-means of the patch tokens and of the pixels; then the model's
+        // centers with background from the ground truth and objects by the nearest prompt.
+        for (o, groups) in [&hard, &km, &kmp].into_iter().enumerate() {
+            let maj = group_majority(groups, &patch_gt, l);
+            for p in 0..n {
+                oracle[o].add(maj[groups[p]], patch_gt[p] as usize);
+            }
+        }
+        let maj = group_majority(&hard, &patch_gt, l);
+        for p in 0..n {
+            let k = hard[p];
+            let pred = if maj[k] == 0 { 0 } else { argmax(&sims[k]) + 1 };
+            oracle[3].add(pred, patch_gt[p] as usize);
+        }
+        for &c in &present {
+            let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
+            kmeans_iou_sum += best_group_iou(&obj, &km, l);
+            kmeans_pix_sum += best_group_iou(&obj, &kmp, l);
+        }
         for &c in &present {
             obj_n += 1;
             let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
@@ -134,18 +275,11 @@ fn main() -> anyhow::Result<()> {
             }
             let c0 = c as usize - 1;
             probe_patch.push((pooled, c0 / nshapes, c0 % nshapes, i));
-            let best = (0..l)
-                .map(|k| {
-                    let inter = (0..n).filter(|&p| obj[p] && hard[p] == k as u32).count();
-                    let uni = (0..n).filter(|&p| obj[p] || hard[p] == k as u32).count();
-                    inter as f64 / uni.max(1) as f64
-                })
-                .fold(0f64, f64::max);
-            best_iou_sum += best;
+            best_iou_sum += best_group_iou(&obj, &hard, l);
         }
         for k in 0..l {
             let members: Vec<u8> = (0..n)
-                .filter(|&p| hard[p] == k as u32)
+                .filter(|&p| hard[p] == k)
                 .map(|p| patch_gt[p])
                 .collect();
             if members.is_empty() {
@@ -171,6 +305,14 @@ fn main() -> anyhow::Result<()> {
             purity_sum += hist[maj] as f64 / members.len() as f64;
             let pred = argmax(&sims[k]) + 1;
             reg_ok += (pred == maj) as usize;
+            let objects = present.len().clamp(1, 3) - 1;
+            by_count[objects].0 += (pred == maj) as usize;
+            by_count[objects].1 += 1;
+            by_count_diag[objects] += (argmax(&sims_diag[k]) + 1 == maj) as usize;
+            if objects > 0 && pred != maj && present.contains(&(pred as u8)) {
+                named_other += 1;
+            }
+            multi_regions += (objects > 0) as usize;
             reg_col += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
             reg_shape += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
         }
@@ -181,6 +323,25 @@ fn main() -> anyhow::Result<()> {
         "grouping: mean best center IoU per object {:.3}",
         best_iou_sum / obj_n.max(1) as f64
     );
+    println!(
+        "k-means (k = centers) on the patch tokens after layers0: mean best cluster IoU per object {:.3}",
+        kmeans_iou_sum / obj_n.max(1) as f64
+    );
+    println!(
+        "k-means on raw patch pixels: mean best cluster IoU per object {:.3}",
+        kmeans_pix_sum / obj_n.max(1) as f64
+    );
+    for (what, o) in [
+        "the model's centers, each named by its majority ground truth",
+        "k-means of the patch tokens, each cluster named by its majority ground truth",
+        "k-means of the pixels, each cluster named by its majority ground truth",
+        "the model's centers, background from the ground truth, objects by the nearest prompt",
+    ]
+    .iter()
+    .zip(&oracle)
+    {
+        println!("patch-level mIoU, {what}: {:.1}", o.miou());
+    }
     println!(
         "centers used per scene {:.2}; background-majority centers {:.2} per scene",
         centers_used as f64 / count as f64,
@@ -193,11 +354,41 @@ fn main() -> anyhow::Result<()> {
         pct(reg_col, reg_n),
         pct(reg_shape, reg_n)
     );
+    println!(
+        "object regions named right in scenes of 1 / 2 / 3 objects: {:.1}% / {:.1}% / {:.1}% ({} / {} / {} regions)",
+        pct(by_count[0].0, by_count[0].1),
+        pct(by_count[1].0, by_count[1].1),
+        pct(by_count[2].0, by_count[2].1),
+        by_count[0].1,
+        by_count[1].1,
+        by_count[2].1
+    );
+    println!(
+        "  the same with layers2 attending each region to itself only: {:.1}% / {:.1}% / {:.1}%",
+        pct(by_count_diag[0], by_count[0].1),
+        pct(by_count_diag[1], by_count[1].1),
+        pct(by_count_diag[2], by_count[2].1),
+    );
+    println!(
+        "object regions of multi-object scenes named as another object of the scene: {:.1}%",
+        pct(named_other, multi_regions)
+    );
     println!("image top-1 class present: {:.1}%", pct(img_ok, img_n));
     println!(
         "region tokens, mean pairwise cosine: group output {:.3}, after layers2 {:.3} (1 = all alike)",
         region_cos[0] / count as f64,
         region_cos[1] / count as f64
+    );
+    println!(
+        "mean L2 norm: patch tokens after layers0 {:.3}, region tokens from the group module {:.3}, after layers2 {:.3}",
+        region_norm[2] / count as f64,
+        region_norm[0] / count as f64,
+        region_norm[1] / count as f64
+    );
+    println!(
+        "group module input to proj_o, mean L2 norm over centers holding patches: center query q {:.3}, mean value S {:.3}",
+        qs_norm.0 / qs_norm.2.max(1) as f64,
+        qs_norm.1 / qs_norm.2.max(1) as f64
     );
     type Row = (Vec<f32>, usize, usize, usize);
     let probe_fit = |rows: &[Row], label: fn(&Row) -> usize, classes: usize| {
@@ -270,4 +461,107 @@ fn mean_pairwise_cosine(x: &Tensor) -> anyhow::Result<f64> {
     let l = n.dim(0)?;
     let total = n.matmul(&n.t()?)?.sum_all()?.to_scalar::<f32>()? as f64;
     Ok((total - l as f64) / (l * (l - 1)).max(1) as f64)
+}
+
+/// Cosine k-means of the rows of `x` into `k` clusters (farthest-point start, 20 rounds).
+fn kmeans(x: &[Vec<f32>], k: usize) -> Vec<usize> {
+    let norm = |v: &[f32]| {
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+        v.iter().map(|a| a / n).collect::<Vec<f32>>()
+    };
+    let xs: Vec<Vec<f32>> = x.iter().map(|v| norm(v)).collect();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f32>();
+    let mut cent = vec![xs[0].clone()];
+    while cent.len() < k.min(xs.len()) {
+        let far = (0..xs.len())
+            .min_by(|&i, &j| {
+                let bi = cent.iter().map(|c| dot(c, &xs[i])).fold(f32::MIN, f32::max);
+                let bj = cent.iter().map(|c| dot(c, &xs[j])).fold(f32::MIN, f32::max);
+                bi.total_cmp(&bj)
+            })
+            .unwrap();
+        cent.push(xs[far].clone());
+    }
+    let mut assign = vec![0usize; xs.len()];
+    for _ in 0..20 {
+        for (i, v) in xs.iter().enumerate() {
+            assign[i] = (0..cent.len())
+                .max_by(|&a, &b| dot(&cent[a], v).total_cmp(&dot(&cent[b], v)))
+                .unwrap();
+        }
+        for (c, cv) in cent.iter_mut().enumerate() {
+            let mut sum = vec![0f32; cv.len()];
+            for (v, _) in xs.iter().zip(&assign).filter(|(_, &a)| a == c) {
+                for (s, a) in sum.iter_mut().zip(v) {
+                    *s += a;
+                }
+            }
+            if sum.iter().any(|&a| a != 0.0) {
+                *cv = norm(&sum);
+            }
+        }
+    }
+    assign
+}
+
+/// Patch-level intersections and unions per class (0 = background).
+#[derive(Clone, Copy, Default)]
+struct Confusion {
+    inter: [usize; 32],
+    union: [usize; 32],
+}
+
+impl Confusion {
+    fn add(&mut self, pred: usize, gt: usize) {
+        self.union[gt] += 1;
+        if pred == gt {
+            self.inter[gt] += 1;
+        } else {
+            self.union[pred] += 1;
+        }
+    }
+
+    /// Mean IoU in percent over the classes with a union, as `segclip eval` averages.
+    fn miou(&self) -> f64 {
+        let ious: Vec<f64> = (0..32)
+            .filter(|&c| self.union[c] > 0)
+            .map(|c| self.inter[c] as f64 / self.union[c] as f64)
+            .collect();
+        100.0 * ious.iter().sum::<f64>() / ious.len().max(1) as f64
+    }
+}
+
+/// The majority ground-truth class of each of `l` groups' patches (0 for an empty group).
+fn group_majority(groups: &[usize], gt: &[u8], l: usize) -> Vec<usize> {
+    let mut hist = vec![[0usize; 32]; l];
+    for (&g, &c) in groups.iter().zip(gt) {
+        hist[g][c as usize] += 1;
+    }
+    hist.iter()
+        .map(|h| (0..32).max_by_key(|&c| h[c]).unwrap_or(0))
+        .collect()
+}
+
+/// The best IoU between the patches of one object and those of one of `l` groups.
+fn best_group_iou(obj: &[bool], groups: &[usize], l: usize) -> f64 {
+    (0..l)
+        .map(|k| {
+            let inter = obj
+                .iter()
+                .zip(groups)
+                .filter(|(&o, &g)| o && g == k)
+                .count();
+            let uni = obj
+                .iter()
+                .zip(groups)
+                .filter(|(&o, &g)| o || g == k)
+                .count();
+            inter as f64 / uni.max(1) as f64
+        })
+        .fold(0f64, f64::max)
+}
+
+/// Mean L2 norm of the rows of `x` (L, C).
+fn mean_row_norm(x: &Tensor) -> anyhow::Result<f64> {
+    Ok(x.sqr()?.sum(1)?.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64)
 }
