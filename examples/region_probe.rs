@@ -106,6 +106,8 @@ fn main() -> anyhow::Result<()> {
     let mut by_count_diag = [0usize; 3];
     // Object regions of multi-object scenes named as another object of the same scene.
     let (mut named_other, mut multi_regions) = (0usize, 0usize);
+    // (right, named as another object of the scene, all) for those holding no other object.
+    let mut clean = (0usize, 0usize, 0usize);
     let mut kmeans_iou_sum = 0f64;
     let mut kmeans_pix_sum = 0f64;
     // Patch-level (intersection, union) per class when each group is named by its majority
@@ -313,6 +315,13 @@ fn main() -> anyhow::Result<()> {
                 named_other += 1;
             }
             multi_regions += (objects > 0) as usize;
+            // Regions holding no patch of another object: cross-talk cannot come from the
+            // grouping there.
+            if objects > 0 && members.iter().all(|&m| m == 0 || m as usize == maj) {
+                clean.0 += (pred == maj) as usize;
+                clean.1 += (pred != maj && present.contains(&(pred as u8))) as usize;
+                clean.2 += 1;
+            }
             reg_col += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
             reg_shape += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
         }
@@ -372,6 +381,12 @@ fn main() -> anyhow::Result<()> {
     println!(
         "object regions of multi-object scenes named as another object of the scene: {:.1}%",
         pct(named_other, multi_regions)
+    );
+    println!(
+        "  of those holding no patch of another object ({}): named right {:.1}%, as another object of the scene {:.1}%",
+        clean.2,
+        pct(clean.0, clean.2),
+        pct(clean.1, clean.2)
     );
     println!("image top-1 class present: {:.1}%", pct(img_ok, img_n));
     println!(
