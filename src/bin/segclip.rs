@@ -290,11 +290,16 @@ fn run_train(a: &TrainArgs, device: &candle_core::Device) -> Result<()> {
         bar.set_position(p.log.step as u64);
         let l = p.log;
         bar.set_message(format!(
-            "loss {:.4} (con {:.4} kl {:.5} mae {:.4})  lr {:.2e}  {:.1} img/s{}",
+            "loss {:.4} (con {:.4} kl {:.5} mae {:.4}{})  lr {:.2e}  {:.1} img/s{}",
             l.loss,
             l.contrastive,
             l.kl,
             l.mae,
+            if l.mix != 0.0 {
+                format!(" mix {:.4}", l.mix)
+            } else {
+                String::new()
+            },
             l.lr,
             p.images as f64 / start.elapsed().as_secs_f64(),
             if p.skipped_images > 0 {

@@ -2,7 +2,7 @@
 //! noise, contrastive and superpixel KL losses, masked visual pass, MAE decoder and
 //! reconstruction loss; `total = w_c·L_con + w_kl·L_kl + w_mae·L_mae`.
 
-use candle_core::Tensor;
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use segclip_group::{MaskedBranch, SegClip, SegClipConfig};
 use segclip_vit::vision::patchify_pqc;
@@ -18,6 +18,9 @@ pub struct LossWeights {
     pub contrastive: f64,
     pub kl: f64,
     pub mae: f64,
+    /// The mixed-pair contrastive loss (a deviation, see [`TrainingModel::mixed_embeddings`]);
+    /// 0 in the paper's recipe.
+    pub mix: f64,
 }
 
 impl Default for LossWeights {
@@ -26,6 +29,7 @@ impl Default for LossWeights {
             contrastive: 1.0,
             kl: 1.0,
             mae: 1.0,
+            mix: 0.0,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct Losses {
     pub contrastive: Tensor,
     pub kl: Tensor,
     pub mae: Tensor,
+    pub mix: Tensor,
     pub total: Tensor,
     /// Hard assignment of the plain pass (B, L, N).
     pub hard: Tensor,
@@ -108,6 +113,9 @@ pub struct Parts {
     /// Superpixel KL and masked reconstruction losses of this batch (0-d).
     pub kl: Tensor,
     pub mae: Tensor,
+    /// Each sample's part of its mixed pair (B, D), not normalised; `None` when the
+    /// mixed-pair loss is off.
+    pub mixed: Option<Tensor>,
     /// Hard assignment of the plain pass (B, L, N).
     pub hard: Tensor,
 }
@@ -144,11 +152,19 @@ impl TrainingModel {
         let zero = Tensor::zeros((), candle_core::DType::F32, dev)?;
         let m = &self.model;
         let text_emb = m.text.forward(&batch.input_ids, None)?;
-        let vis = m.visual.forward(
-            &batch.pixels,
-            Some(&noise.gumbel_plain),
-            trace.as_deref_mut(),
-        )?;
+        let (patches, _) = m
+            .visual
+            .encode_patches(&batch.pixels, trace.as_deref_mut())?;
+        let vis =
+            m.visual
+                .group
+                .forward(&patches, Some(&noise.gumbel_plain), trace.as_deref_mut())?;
+        let (image_emb, _) = m.visual.embed_regions(&vis.regions, trace.as_deref_mut())?;
+        let mixed = if w.mix != 0.0 {
+            Some(self.mixed_embeddings(&patches)?)
+        } else {
+            None
+        };
         let kl = if w.kl != 0.0 {
             superpixel_kl(&vis.hard, &batch.image_seg)?
         } else {
@@ -175,11 +191,51 @@ impl TrainingModel {
         };
         Ok(Parts {
             text_emb,
-            image_emb: vis.image_emb,
+            image_emb,
             kl,
             mae,
+            mixed,
             hard: vis.hard,
         })
+    }
+
+    /// Mixed pairs (a deviation from the paper, docs/deviations.md item 15): the patch tokens
+    /// after `layers0` of samples 2k and 2k + 1 are grouped together, as one image of 2N
+    /// patches, by the same centers; each region belongs to the sample holding most of its
+    /// patches, and each sample's regions are max-pooled through `layers2` and the head into an
+    /// embedding of that sample's part alone (B, D). Matching it to its own caption against the
+    /// batch's (the partner's among them) penalises a region token that carries content of
+    /// patches it does not hold, which the plain max-pooled loss never does. The assignment is
+    /// the inference one (no Gumbel noise, no gradient): this loss teaches the regions' naming
+    /// and leaves the grouping to the paper's losses. B must be even.
+    ///
+    /// ```text
+    /// X = [P_2k ; P_2k+1]  (2N, C)        R, Hard = group(X)   (L, C), (L, 2N)
+    /// own_k(2k) = |Hard_k ∩ P_2k| > |Hard_k ∩ P_2k+1|, and the other way for 2k + 1
+    /// H = layers2(R);   e_2k = head(max_{k: own_k(2k)} H_k),  e_2k+1 likewise
+    /// ```
+    pub fn mixed_embeddings(&self, patches: &Tensor) -> Result<Tensor> {
+        let v = &self.model.visual;
+        let (b, n, c) = patches.dims3()?;
+        if !b.is_multiple_of(2) {
+            return Err(crate::Error::OddMixedBatch(b));
+        }
+        let joint = patches.reshape((b / 2, 2 * n, c))?;
+        let g = v.group.forward(&joint, None, None)?;
+        let mut h = g.regions;
+        for blk in &v.layers2 {
+            h = blk.forward(&h, None)?;
+        }
+        let hard = g.hard;
+        let first = hard.narrow(2, 0, n)?.sum(2)?; // (B/2, L)
+        let second = hard.narrow(2, n, n)?.sum(2)?;
+        let floor = h.ones_like()?.affine(0.0, -1e4)?;
+        let pool = |keep: Tensor| -> Result<Tensor> {
+            let keep = keep.unsqueeze(2)?.broadcast_as(h.shape())?;
+            Ok(keep.where_cond(&h, &floor)?.max_keepdim(1)?) // (B/2, 1, C)
+        };
+        let pooled = Tensor::cat(&[pool(first.gt(&second)?)?, pool(second.gt(&first)?)?], 1)?;
+        Ok(v.head.forward(&pooled)?.reshape((b, ()))?)
     }
 
     /// The whole training forward: [`Self::parts`] and the contrastive loss over the batch.
@@ -203,8 +259,21 @@ impl TrainingModel {
         } else {
             l_con.zeros_like()?
         };
+        let l_mix = match &p.mixed {
+            Some(mixed) => {
+                contrastive(
+                    &p.text_emb,
+                    mixed,
+                    &m.logit_scale,
+                    m.config().logit_scale_max,
+                )?
+                .0
+            }
+            None => l_con.zeros_like()?,
+        };
         let (text_emb, l_kl, l_mae) = (&p.text_emb, p.kl, p.mae);
         let total = (((&l_con * w.contrastive)? + (&l_kl * w.kl)?)? + (&l_mae * w.mae)?)?;
+        let total = (total + (&l_mix * w.mix)?)?;
         if let Some(t) = trace {
             t.record("train.text_emb", text_emb);
             t.record("train.image_emb", &p.image_emb);
@@ -218,6 +287,7 @@ impl TrainingModel {
             contrastive: l_con,
             kl: l_kl,
             mae: l_mae,
+            mix: l_mix,
             total,
             hard: p.hard,
         })

@@ -70,6 +70,9 @@ pub struct LossConfig {
     pub contrastive: f64,
     pub kl: f64,
     pub mae: f64,
+    /// The mixed-pair contrastive loss (a deviation from the paper, docs/deviations.md).
+    #[serde(default)]
+    pub mix: f64,
 }
 
 impl Default for LossConfig {
@@ -78,6 +81,7 @@ impl Default for LossConfig {
             contrastive: 1.0,
             kl: 1.0,
             mae: 1.0,
+            mix: 0.0,
         }
     }
 }
@@ -196,6 +200,13 @@ impl TrainConfig {
                 self.train.batch, self.train.accumulation
             ));
         }
+        if self.loss.mix != 0.0 && !(self.train.batch / self.train.accumulation).is_multiple_of(2) {
+            return bad(format!(
+                "loss.mix pairs samples 2k and 2k + 1 of each micro-batch, and train.batch {} / \
+                 train.accumulation {} is odd: make it even",
+                self.train.batch, self.train.accumulation
+            ));
+        }
         if self.eval.every > 0 {
             self.eval.validate()?;
         }
@@ -243,6 +254,11 @@ mod tests {
             (
                 "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatch = 6\naccumulation = 4\n",
                 "accumulation",
+            ),
+            (
+                "[data]\nformat = \"jsonl\"\npath = \"x\"\n[train]\nbatch = 6\naccumulation = 2\n\
+                 [loss]\ncontrastive = 1.0\nkl = 1.0\nmae = 1.0\nmix = 1.0\n",
+                "loss.mix",
             ),
             (
                 "[data]\nformat = \"jsonl\"\npath = \"x\"\n[eval]\nevery = 5\ndataset = \"voc\"\n",

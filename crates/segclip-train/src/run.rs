@@ -177,6 +177,7 @@ pub fn train(
         contrastive: cfg.loss.contrastive,
         kl: cfg.loss.kl,
         mae: cfg.loss.mae,
+        mix: cfg.loss.mix,
     };
     let mut trainer = Trainer::new(&model_cfg, init.as_ref(), optim, weights, cfg.seed, device)?;
     std::fs::create_dir_all(&cfg.output)

@@ -25,6 +25,8 @@ pub struct StepLog {
     pub contrastive: f32,
     pub kl: f32,
     pub mae: f32,
+    /// The mixed-pair contrastive loss (0 when off).
+    pub mix: f32,
     pub grad_norm: f32,
     pub lr: f64,
     /// The loss was not finite and the update was skipped.
@@ -191,6 +193,7 @@ impl Trainer {
             contrastive: f32::NAN,
             kl: f32::NAN,
             mae: f32::NAN,
+            mix: 0.0,
             grad_norm: f32::NAN,
             lr: self.opt.lr_at(self.opt.config().lr, self.step),
             skipped: false,
@@ -204,6 +207,7 @@ impl Trainer {
             log.contrastive = scalar(&losses.contrastive)?;
             log.kl = scalar(&losses.kl)?;
             log.mae = scalar(&losses.mae)?;
+            log.mix = scalar(&losses.mix)?;
             log.loss = scalar(&losses.total)?;
             log.centers_used = centers_used(&losses.hard)?;
             log.forward_ms = ms(t0);
@@ -248,41 +252,58 @@ impl Trainer {
             mae: 0.0,
             ..self.weights
         };
-        let (mut ts, mut vs) = (Vec::with_capacity(micro), Vec::with_capacity(micro));
+        let mix = self.weights.mix != 0.0;
+        let (mut ts, mut vs, mut xs) = (Vec::new(), Vec::new(), Vec::new());
         for (bj, nj) in &chunks {
             let p = self.model.parts(bj, nj, &embed_only, None)?;
             ts.push(p.text_emb.detach());
             vs.push(p.image_emb.detach());
+            if let Some(x) = p.mixed {
+                xs.push(x.detach());
+            }
         }
-        let t_all = Var::from_tensor(&comm.all_gather(&Tensor::cat(&ts, 0)?)?)?;
-        let v_all = Var::from_tensor(&comm.all_gather(&Tensor::cat(&vs, 0)?)?)?;
+        let gather = |parts: &[Tensor]| -> Result<Var> {
+            Ok(Var::from_tensor(
+                &comm.all_gather(&Tensor::cat(parts, 0)?)?,
+            )?)
+        };
+        let t_all = gather(&ts)?;
+        let v_all = gather(&vs)?;
+        let x_all = if mix { Some(gather(&xs)?) } else { None };
         let m = &self.model.model;
-        let (l_con, _) = contrastive(
-            t_all.as_tensor(),
-            v_all.as_tensor(),
-            &m.logit_scale,
-            m.config().logit_scale_max,
-        )?;
+        let con = |v: &Var| {
+            contrastive(
+                t_all.as_tensor(),
+                v.as_tensor(),
+                &m.logit_scale,
+                m.config().logit_scale_max,
+            )
+            .map(|(l, _)| l)
+        };
+        let l_con = con(&v_all)?;
         log.contrastive = scalar(&l_con)?;
-        if !log.contrastive.is_finite() {
+        let mut coupled = (&l_con * self.weights.contrastive)?;
+        if let Some(x) = &x_all {
+            let l_mix = con(x)?;
+            log.mix = scalar(&l_mix)?;
+            coupled = (coupled + (l_mix * self.weights.mix)?)?;
+        }
+        if !scalar(&coupled)?.is_finite() {
             log.skipped = true;
-            log.loss = log.contrastive;
+            log.loss = scalar(&coupled)?;
             return Ok(None);
         }
-        let store = (&l_con * self.weights.contrastive)?.backward()?;
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let d_t = store
-            .get(t_all.as_tensor())
-            .cloned()
-            .map_or_else(|| zeros(&t_all), Ok)?;
-        let d_v = store
-            .get(v_all.as_tensor())
-            .cloned()
-            .map_or_else(|| zeros(&v_all), Ok)?;
-        let (d_t, d_v) = (
-            d_t.narrow(0, comm.rank() * b, b)?,
-            d_v.narrow(0, comm.rank() * b, b)?,
-        );
+        let store = coupled.backward()?;
+        // This worker's rows of the cached gradient of `v` (zero where it did not reach).
+        let cached = |v: &Var| -> Result<Tensor> {
+            let g = match store.get(v.as_tensor()) {
+                Some(g) => g.clone(),
+                None => v.as_tensor().zeros_like()?,
+            };
+            Ok(g.narrow(0, comm.rank() * b, b)?)
+        };
+        let (d_t, d_v) = (cached(&t_all)?, cached(&v_all)?);
+        let d_x = x_all.as_ref().map(cached).transpose()?;
         let mut grads = Grads::new();
         if let Some(ds) = store.get(&m.logit_scale) {
             grads.add("clip.logit_scale", &(ds / world as f64)?)?;
@@ -295,8 +316,11 @@ impl Trainer {
         let (mut kl, mut mae, mut used) = (0f32, 0f32, 0usize);
         for (j, (bj, nj)) in chunks.iter().enumerate() {
             let p = self.model.parts(bj, nj, &self.weights, None)?;
-            let surrogate = ((p.text_emb * d_t.narrow(0, j * mb, mb)?)?.sum_all()?
+            let mut surrogate = ((p.text_emb * d_t.narrow(0, j * mb, mb)?)?.sum_all()?
                 + (p.image_emb * d_v.narrow(0, j * mb, mb)?)?.sum_all()?)?;
+            if let (Some(x), Some(d)) = (p.mixed, &d_x) {
+                surrogate = (surrogate + (x * d.narrow(0, j * mb, mb)?)?.sum_all()?)?;
+            }
             let local = ((&p.kl * self.weights.kl)? + (&p.mae * self.weights.mae)?)?;
             // A non-finite term makes the reduced loss below non-finite on every worker alike,
             // so all of them skip the update together.
@@ -311,7 +335,8 @@ impl Trainer {
         (log.kl, log.mae, log.centers_used) = (mean[0], mean[1], used);
         log.loss = (log.contrastive as f64 * self.weights.contrastive
             + log.kl as f64 * self.weights.kl
-            + log.mae as f64 * self.weights.mae) as f32;
+            + log.mae as f64 * self.weights.mae
+            + log.mix as f64 * self.weights.mix) as f32;
         if !log.loss.is_finite() {
             log.skipped = true;
             return Ok(None);

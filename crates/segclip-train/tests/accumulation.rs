@@ -51,6 +51,10 @@ fn tiny() -> SegClipConfig {
 }
 
 fn trainer() -> Trainer {
+    trainer_with(LossWeights::default())
+}
+
+fn trainer_with(weights: LossWeights) -> Trainer {
     let optim = OptimConfig {
         lr: 1e-3,
         lower_lr: 1e-3,
@@ -61,15 +65,7 @@ fn trainer() -> Trainer {
         clip_grad: 1e9,
         ..Default::default()
     };
-    Trainer::new(
-        &tiny(),
-        None,
-        optim,
-        LossWeights::default(),
-        3,
-        &Device::Cpu,
-    )
-    .unwrap()
+    Trainer::new(&tiny(), None, optim, weights, 3, &Device::Cpu).unwrap()
 }
 
 /// A random batch of `b`: pixels, captions of 6 tokens ending in the end token, superpixels.
@@ -127,6 +123,7 @@ fn close(a: &StepLog, b: &StepLog) {
         (a.contrastive, b.contrastive, "contrastive"),
         (a.kl, b.kl, "kl"),
         (a.mae, b.mae, "mae"),
+        (a.mix, b.mix, "mix"),
     ] {
         assert!(
             (x - y).abs() <= 1e-5 * x.abs().max(1.0),
@@ -200,4 +197,83 @@ fn two_workers_equal_one_big_batch() {
         let d = (t - &p1[k]).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{k}");
     }
+}
+
+#[test]
+fn accumulation_keeps_the_mixed_pairs() {
+    // Pairs are samples 2k and 2k + 1, so any even micro-batch holds whole pairs and the step
+    // is the one-batch step; an odd one is refused.
+    let mix = LossWeights {
+        mix: 1.0,
+        ..Default::default()
+    };
+    let data = batch(8);
+    let mut big = trainer_with(mix);
+    let noise = big.sample_noise(8).unwrap();
+    let (a, ga) = big.gradients(&data, &noise, 1, &SingleProcess).unwrap();
+    assert!(a.mix.is_finite() && a.mix > 0.0, "mix loss {}", a.mix);
+    let ga = ga.unwrap();
+    for micro in [2, 4] {
+        let mut acc = trainer_with(mix);
+        let (b, gb) = acc.gradients(&data, &noise, micro, &SingleProcess).unwrap();
+        close(&a, &b);
+        same_grads(&ga, &gb.unwrap());
+    }
+    let err = trainer_with(mix)
+        .gradients(&data, &noise, 8, &SingleProcess)
+        .unwrap_err();
+    assert!(err.to_string().contains("2k + 1"), "{err}");
+}
+
+#[test]
+fn mixed_pairs_are_independent_and_symmetric() {
+    // Samples 2k and 2k + 1 form a pair: swapping them swaps their embeddings, and changing one
+    // pair leaves the other's untouched.
+    let t = trainer_with(LossWeights {
+        mix: 1.0,
+        ..Default::default()
+    });
+    let dev = Device::Cpu;
+    let patches = Tensor::randn(0f32, 1., (4, 16, 32), &dev).unwrap();
+    let mixed = |p: &Tensor| t.model.mixed_embeddings(p).unwrap();
+    let swap = Tensor::new(&[1u32, 0, 3, 2], &dev).unwrap();
+    let e = mixed(&patches);
+    assert_eq!(e.dims(), &[4, 16]);
+    let e_swapped = mixed(&patches.index_select(&swap, 0).unwrap())
+        .index_select(&swap, 0)
+        .unwrap();
+    let max_diff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(
+        max_diff(&e, &e_swapped) < 1e-4,
+        "{}",
+        max_diff(&e, &e_swapped)
+    );
+    let other = Tensor::cat(
+        &[
+            patches.narrow(0, 0, 2).unwrap(),
+            Tensor::randn(0f32, 1., (2, 16, 32), &dev).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let e2 = mixed(&other);
+    let head = |x: &Tensor| x.narrow(0, 0, 2).unwrap();
+    assert_eq!(max_diff(&head(&e), &head(&e2)), 0.0);
+    let tail = |x: &Tensor| x.narrow(0, 2, 2).unwrap();
+    assert!(max_diff(&tail(&e), &tail(&e2)) > 1e-3);
+    // An odd batch cannot be paired.
+    let err = t
+        .model
+        .mixed_embeddings(&patches.narrow(0, 0, 3).unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("2k + 1"), "{err}");
 }
