@@ -1,6 +1,7 @@
 //! One SegCLIP training forward (spec section 2): text tower, plain visual pass with Gumbel
 //! noise, contrastive and superpixel KL losses, masked visual pass, MAE decoder and
-//! reconstruction loss; `total = w_c·L_con + w_kl·L_kl + w_mae·L_mae`.
+//! reconstruction loss; `total = w_c·L_con + w_kl·L_kl + w_mae·L_mae`, plus `w_mix·L_mix`, our
+//! mixed-pair loss (off in the paper's recipe; [`TrainingModel::mixed_embeddings`]).
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
