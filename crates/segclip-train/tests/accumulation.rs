@@ -88,6 +88,16 @@ fn batch(b: usize) -> Batch {
     }
 }
 
+/// The largest absolute element of `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Every gradient of `b` within 1e-4 of the largest element of the same tensor of `a`.
 fn same_grads(a: &Grads, b: &Grads) {
     assert_eq!(a.len(), b.len());
@@ -96,21 +106,8 @@ fn same_grads(a: &Grads, b: &Grads) {
         let gb = b
             .get(name)
             .unwrap_or_else(|| panic!("{name} has no gradient"));
-        let scale = ga
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (ga - gb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(ga);
+        let diff = max_abs(&(ga - gb).unwrap());
         assert!(
             diff <= 1e-4 * scale.max(1e-6),
             "{name}: scale {scale}, differs by {diff}"
@@ -242,16 +239,7 @@ fn mixed_pairs_are_independent_and_symmetric() {
     let e_swapped = mixed(&patches.index_select(&swap, 0).unwrap())
         .index_select(&swap, 0)
         .unwrap();
-    let max_diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let max_diff = |a: &Tensor, b: &Tensor| max_abs(&(a - b).unwrap());
     assert!(
         max_diff(&e, &e_swapped) < 1e-4,
         "{}",
