@@ -66,12 +66,17 @@ impl Segmenter {
         // The official evaluation rescales to the model's input side and slides crops of that
         // side (224 for ViT-B/16); a model trained at another size gets its own.
         let side = model.config().vision.image_size;
-        let options = SegmentOptions {
+        let mut options = SegmentOptions {
             short_side: side,
             crop: side,
             stride: side,
             ..Default::default()
         };
+        // Weights calibrated for their own background threshold carry it (`segclip export
+        // --bg-thresh`); the others get the official VOC value.
+        if let Some(t) = model.bg_thresh {
+            options.decode.bg_thresh = Some(t);
+        }
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
             model,
@@ -180,10 +185,7 @@ impl Segmenter {
         if let Some(path) = dump_tensors {
             let map: std::collections::HashMap<String, candle_core::Tensor> =
                 trace.tensors.into_iter().collect();
-            let tmp = path.with_extension("safetensors.tmp");
-            candle_core::safetensors::save(&map, &tmp)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            segclip_vit::weights::save_safetensors(&map, None, path)?;
         }
         Ok((seg, outputs))
     }

@@ -94,6 +94,11 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         half: bool,
+        /// Record the background threshold these weights are calibrated for (e.g. the best of
+        /// `segclip eval --bg-thresh T` on a validation split); `segment` then uses it by
+        /// default. Without it, a threshold already in the input's metadata is kept.
+        #[arg(long)]
+        bg_thresh: Option<f32>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -121,11 +126,12 @@ struct SegmentArgs {
     /// Output folder for <stem>.labels.png, <stem>.overlay.png and <stem>.json.
     #[arg(long, default_value = "out")]
     out: PathBuf,
-    /// Background threshold (VOC 0.80, Context 0.25, COCO 0.65).
-    #[arg(long, default_value_t = 0.8)]
-    bg_thresh: f32,
-    /// Give every pixel a class: no background.
+    /// Background threshold (VOC 0.80, Context 0.25, COCO 0.65). Default: the one the weights
+    /// were calibrated with (`segclip export --bg-thresh`), else 0.80.
     #[arg(long)]
+    bg_thresh: Option<f32>,
+    /// Give every pixel a class: no background.
+    #[arg(long, conflicts_with = "bg_thresh")]
     no_background: bool,
     /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
@@ -418,6 +424,14 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
             held * 100.0
         );
     }
+    match (a.bg_thresh, model.bg_thresh) {
+        (None, Some(t)) if t != report.bg_thresh => println!(
+            "background threshold {} (the dataset's official value); these weights are calibrated \
+             for {t}: pass --bg-thresh {t} to use it",
+            report.bg_thresh
+        ),
+        _ => println!("background threshold {}", report.bg_thresh),
+    }
     std::fs::create_dir_all(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
         w.write_all(
@@ -453,11 +467,11 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
     seg.options.stride = a.stride.unwrap_or(seg.options.stride);
     seg.options.short_side = a.short_side.unwrap_or(seg.options.short_side);
     seg.options.decode.topk = a.topk;
-    seg.options.decode.bg_thresh = if a.no_background {
-        None
-    } else {
-        Some(a.bg_thresh)
-    };
+    if a.no_background {
+        seg.options.decode.bg_thresh = None;
+    } else if let Some(t) = a.bg_thresh {
+        seg.options.decode.bg_thresh = Some(t);
+    }
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
             .unwrap()
@@ -546,9 +560,24 @@ fn run(cli: Cli) -> Result<()> {
             run_train(&a, &device(&spec)?)?
         }
         Command::Eval(a) => run_eval(a, &device(&cli.device)?)?,
-        Command::Export { weights, out, half } => {
+        Command::Export {
+            weights,
+            out,
+            half,
+            bg_thresh,
+        } => {
+            if let Some(t) = bg_thresh {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&t),
+                    "--bg-thresh {t}: a background threshold is a probability in [0, 1]"
+                );
+            }
             let device = candle_core::Device::Cpu;
             let sd = segclip::vit::StateDict::load(&weights, 10, &device)?;
+            let bg_thresh = match bg_thresh {
+                Some(t) => Some(t),
+                None => segclip::group::model::metadata_bg_thresh(&sd)?,
+            };
             let cfg = segclip::group::SegClipConfig::infer(&sd)?;
             let (required, optional) = cfg.keys();
             sd.check(&required, &optional)?;
@@ -561,14 +590,19 @@ fn run(cli: Cli) -> Result<()> {
             for (k, _) in &required {
                 tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
             }
-            let tmp = out.with_extension("safetensors.tmp");
-            candle_core::safetensors::save(&tensors, &tmp)?;
-            std::fs::rename(&tmp, &out)?;
+            let metadata = bg_thresh.map(|t| {
+                std::collections::HashMap::from([(
+                    segclip::group::BG_THRESH_KEY.to_string(),
+                    t.to_string(),
+                )])
+            });
+            segclip::vit::weights::save_safetensors(&tensors, metadata, &out)?;
             println!(
-                "wrote {} ({} tensors{})",
+                "wrote {} ({} tensors{}{})",
                 out.display(),
                 tensors.len(),
-                if half { ", float16" } else { "" }
+                if half { ", float16" } else { "" },
+                bg_thresh.map_or(String::new(), |t| format!(", background threshold {t}"))
             );
         }
         Command::Synth {

@@ -146,7 +146,29 @@ pub struct SegClip {
     pub visual: SegClipVisual,
     pub text: TextTransformer,
     pub logit_scale: Tensor,
+    /// The background threshold these weights were calibrated with, if their file says
+    /// (safetensors metadata [`BG_THRESH_KEY`], written by `segclip export --bg-thresh`).
+    pub bg_thresh: Option<f32>,
     cfg: SegClipConfig,
+}
+
+/// The safetensors metadata key of a checkpoint's calibrated background threshold.
+pub const BG_THRESH_KEY: &str = "segclip.bg_thresh";
+
+/// The calibrated background threshold in `sd`'s metadata: `None` when absent, an error
+/// naming the file when it is not a number in [0, 1].
+pub fn metadata_bg_thresh(sd: &StateDict) -> Result<Option<f32>> {
+    let Some(v) = sd.metadata.get(BG_THRESH_KEY) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<f32>() {
+        Ok(t) if (0.0..=1.0).contains(&t) => Ok(Some(t)),
+        _ => Err(crate::Error::Config(format!(
+            "{}: metadata `{BG_THRESH_KEY}` = `{v}` is not a number in [0, 1]; \
+             re-export the weights with `segclip export --bg-thresh T`",
+            sd.source
+        ))),
+    }
 }
 
 impl SegClip {
@@ -158,6 +180,7 @@ impl SegClip {
             visual: SegClipVisual::new(clip.pp("visual"), cfg)?,
             text: TextTransformer::new(clip.clone(), &cfg.text)?,
             logit_scale: clip.get((), "logit_scale")?,
+            bg_thresh: None,
             cfg: cfg.clone(),
         })
     }
@@ -167,7 +190,10 @@ impl SegClip {
     pub fn from_state_dict(sd: StateDict, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
         let (required, optional) = cfg.keys();
         sd.check(&required, &optional)?;
-        Self::new(sd.into_var_builder(device), cfg)
+        let bg_thresh = metadata_bg_thresh(&sd)?;
+        let mut model = Self::new(sd.into_var_builder(device), cfg)?;
+        model.bg_thresh = bg_thresh;
+        Ok(model)
     }
 
     /// Load a checkpoint from a path or hub id; the configuration is read off its shapes
@@ -207,5 +233,6 @@ pub fn seeded_state_dict(cfg: &SegClipConfig, seed: u64, device: &Device) -> Res
         tensors,
         source: format!("seeded weights (seed {seed})"),
         format: segclip_vit::KeyFormat::SegClip,
+        metadata: Default::default(),
     })
 }

@@ -50,10 +50,13 @@ pub fn save(dir: &Path, step: usize, data: &CheckpointData, keep: usize) -> Resu
     let tmp = dir.join(format!(".checkpoint-{step:08}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(&data.model, tmp.join("model.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(&data.optimizer, tmp.join("optimizer.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
+    for (name, tensors) in [
+        ("model.safetensors", &data.model),
+        ("optimizer.safetensors", &data.optimizer),
+    ] {
+        segclip_vit::weights::save_safetensors(tensors, None, &tmp.join(name))
+            .map_err(|e| io(&tmp, e))?;
+    }
     std::fs::write(
         tmp.join("state.json"),
         serde_json::to_vec_pretty(&data.state).map_err(|e| io(&tmp, e))?,

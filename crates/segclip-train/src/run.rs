@@ -296,6 +296,7 @@ fn evaluate_now(trainer: &Trainer, cfg: &TrainConfig, device: &Device) -> Result
         tensors,
         source: format!("training step {}", trainer.step),
         format: segclip_vit::KeyFormat::SegClip,
+        metadata: Default::default(),
     };
     let model = SegClip::from_state_dict(sd, &trainer.cfg, device)?;
     cfg.eval.run(&model, &mut |_, _| {})

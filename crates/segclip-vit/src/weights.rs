@@ -36,6 +36,9 @@ pub struct StateDict {
     /// Where they came from (a path), for error messages.
     pub source: String,
     pub format: KeyFormat,
+    /// The safetensors header's `__metadata__` strings (empty for PyTorch files), e.g.
+    /// `segclip.bg_thresh` written by `segclip export`.
+    pub metadata: HashMap<String, String>,
 }
 
 /// One expected tensor: key and shape.
@@ -149,6 +152,70 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)
             "neither a PyTorch zip archive nor a valid safetensors file ({reason})"
         ))
     })
+}
+
+/// The `__metadata__` strings of a safetensors file's header; empty for a PyTorch archive or
+/// a header without them.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let werr = |reason: String| Error::WeightFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| werr(e.to_string()))?;
+    let file_len = f.metadata().map_err(|e| werr(e.to_string()))?.len();
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() || n[..4] == *b"PK\x03\x04" {
+        return Ok(HashMap::new());
+    }
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 || 8 + n > file_len {
+        return Ok(HashMap::new());
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| werr(e.to_string()))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| werr(format!("unreadable safetensors header: {e}")))?;
+    let mut out = HashMap::new();
+    if let Some(meta) = header.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in meta {
+            let v = v.as_str().ok_or_else(|| {
+                werr(format!(
+                    "metadata entry `{k}` is not a string (safetensors metadata maps strings to strings)"
+                ))
+            })?;
+            out.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Write `tensors` with the header `metadata` as a safetensors file at `path`. The file
+/// appears whole or not at all (the safetensors crate writes a temporary file and renames it),
+/// and with the permissions of any file the user creates: the crate's temporary files are
+/// private (0600), which would leave shared weights unreadable to others.
+pub fn save_safetensors(
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<()> {
+    let werr = |reason: String| Error::WeightFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A freshly created file has the user's default permissions (0666 less the umask).
+    let probe = dir.join(format!(".segclip-probe-{}", std::process::id()));
+    let perms = std::fs::File::create(&probe)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .map_err(|e| werr(format!("cannot write in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    safetensors::serialize_to_file(tensors, metadata, path).map_err(|e| werr(e.to_string()))?;
+    std::fs::set_permissions(path, perms).map_err(|e| werr(e.to_string()))
 }
 
 /// Read a safetensors file one tensor at a time (no memory map), upcasting half precision to
@@ -406,7 +473,9 @@ impl StateDict {
     pub fn load(spec: &str, first_stage_layer: usize, device: &Device) -> Result<Self> {
         let path = resolve(spec)?;
         let raw = read_tensors(&path, device)?;
-        Self::from_tensors(raw, &path.display().to_string(), first_stage_layer)
+        let mut sd = Self::from_tensors(raw, &path.display().to_string(), first_stage_layer)?;
+        sd.metadata = read_metadata(&path)?;
+        Ok(sd)
     }
 
     /// Rename already-read tensors (see [`StateDict::load`]).
@@ -482,6 +551,7 @@ impl StateDict {
             tensors,
             source: source.into(),
             format,
+            metadata: HashMap::new(),
         })
     }
 

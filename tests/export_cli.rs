@@ -1,0 +1,181 @@
+//! `segclip export --bg-thresh` records the background threshold a checkpoint was calibrated
+//! for in its safetensors metadata; `segment` uses it unless told otherwise, `eval` says so, a
+//! re-export keeps it, and a bad value is an error that names it. Runs the `segclip` binary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Device;
+use segclip::group::SegClipConfig;
+
+fn segclip(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("panicked"), "{args:?}: {text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, text) = segclip(args);
+    assert_eq!(code, 0, "{args:?}: {text}");
+    text
+}
+
+/// The threshold `segment` wrote into its JSON summary, with `extra` arguments.
+fn segment_threshold(dir: &Path, weights: &Path, extra: &[&str]) -> Option<f64> {
+    let image = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/datasets/samples/synth-scene-0.png"
+    );
+    let out = dir.join("seg");
+    let mut args = vec![
+        "segment",
+        "--image",
+        image,
+        "--classes",
+        "red circle,blue square",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("synth-scene-0.json")).unwrap())
+            .unwrap();
+    j["background_threshold"].as_f64()
+}
+
+#[test]
+fn calibrated_background_threshold_travels_with_the_weights() {
+    let dir = std::env::temp_dir().join(format!("segclip-export-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = SegClipConfig::from_file(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/parity/small/config.json"
+    )))
+    .unwrap();
+    let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &Device::Cpu).unwrap();
+    let plain = dir.join("plain.safetensors");
+    segclip::vit::weights::save_safetensors(&sd.tensors, None, &plain).unwrap();
+    let p = |name: &str| -> PathBuf { dir.join(name) };
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+
+    // Without metadata: VOC's 0.8.
+    assert_eq!(segment_threshold(&dir, &plain, &[]), Some(0.8));
+
+    let calibrated = p("calibrated.safetensors");
+    let text = ok(&[
+        "export",
+        "--weights",
+        &s(&plain),
+        "--out",
+        &s(&calibrated),
+        "--bg-thresh",
+        "0.25",
+    ]);
+    assert!(text.contains("background threshold 0.25"), "{text}");
+    assert_eq!(segment_threshold(&dir, &calibrated, &[]), Some(0.25));
+    assert_eq!(
+        segment_threshold(&dir, &calibrated, &["--bg-thresh", "0.6"]).map(|t| (t * 1e6).round()),
+        Some(600000.0)
+    );
+    assert_eq!(
+        segment_threshold(&dir, &calibrated, &["--no-background"]),
+        None
+    );
+    let model = segclip::group::SegClip::load(&s(&calibrated), &Device::Cpu).unwrap();
+    assert_eq!(model.bg_thresh, Some(0.25));
+
+    // Exported files are readable as any file the user creates (the safetensors crate's
+    // temporary files are 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let fresh = p("fresh");
+        std::fs::write(&fresh, b"x").unwrap();
+        let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&calibrated), mode(&fresh));
+        assert_eq!(mode(&plain), mode(&fresh));
+    }
+
+    // A re-export (here to float16) keeps the threshold unless given a new one.
+    let again = p("again.safetensors");
+    ok(&[
+        "export",
+        "--weights",
+        &s(&calibrated),
+        "--out",
+        &s(&again),
+        "--half",
+    ]);
+    assert_eq!(segment_threshold(&dir, &again, &[]), Some(0.25));
+
+    // `eval` keeps the dataset's official value and says what the weights recommend.
+    let text = ok(&[
+        "eval",
+        "--dataset",
+        "synth",
+        "--count",
+        "2",
+        "--size",
+        "64",
+        "--weights",
+        &s(&calibrated),
+        "--out",
+        &s(&p("eval")),
+    ]);
+    assert!(text.contains("pass --bg-thresh 0.25"), "{text}");
+
+    // Bad values are named.
+    let (code, text) = segclip(&[
+        "export",
+        "--weights",
+        &s(&plain),
+        "--out",
+        &s(&p("bad.safetensors")),
+        "--bg-thresh",
+        "1.5",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("[0, 1]"), "{text}");
+    assert!(!p("bad.safetensors").exists());
+    let junk = p("junk-meta.safetensors");
+    segclip::vit::weights::save_safetensors(
+        &sd.tensors,
+        Some(HashMap::from([(
+            segclip::group::BG_THRESH_KEY.to_string(),
+            "high".to_string(),
+        )])),
+        &junk,
+    )
+    .unwrap();
+    let image = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/datasets/samples/synth-scene-0.png"
+    );
+    let (code, text) = segclip(&[
+        "segment",
+        "--image",
+        image,
+        "--classes",
+        "red circle",
+        "--weights",
+        &s(&junk),
+        "--out",
+        &s(&p("seg")),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("segclip.bg_thresh") && text.contains("high"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
