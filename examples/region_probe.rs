@@ -108,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     let (mut named_other, mut multi_regions) = (0usize, 0usize);
     // (right, named as another object of the scene, all) for those holding no other object.
     let mut clean = (0usize, 0usize, 0usize);
+    let mut held = (0usize, 0usize, 0usize, 0usize);
     let mut kmeans_iou_sum = 0f64;
     let mut kmeans_pix_sum = 0f64;
     // Patch-level (intersection, union) per class when each group is named by its majority
@@ -324,6 +325,12 @@ fn main() -> anyhow::Result<()> {
             }
             reg_col += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
             reg_shape += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
+            if segclip::data::synth::is_held_out(maj) {
+                held.0 += (pred == maj) as usize;
+                held.1 += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
+                held.2 += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
+                held.3 += 1;
+            }
         }
     }
     let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
@@ -362,6 +369,13 @@ fn main() -> anyhow::Result<()> {
         pct(reg_ok, reg_n),
         pct(reg_col, reg_n),
         pct(reg_shape, reg_n)
+    );
+    println!(
+        "object regions of held-out combinations {}: class {:.1}%  colour {:.1}%  shape {:.1}%",
+        held.3,
+        pct(held.0, held.3),
+        pct(held.1, held.3),
+        pct(held.2, held.3)
     );
     println!(
         "object regions named right in scenes of 1 / 2 / 3 objects: {:.1}% / {:.1}% / {:.1}% ({} / {} / {} regions)",

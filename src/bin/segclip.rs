@@ -77,8 +77,10 @@ enum Command {
         count: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// `train` leaves out the held-out colour/shape combinations; `test` draws all.
-        #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+        /// `train` leaves out the held-out colour/shape combinations; `test` draws all;
+        /// `pretrain` is `train` with objects also in six colours the benchmark never names
+        /// (the synthetic CLIP's world).
+        #[arg(long, default_value = "train", value_parser = ["train", "test", "pretrain"])]
         split: String,
         #[arg(long, default_value_t = 112)]
         size: usize,
@@ -366,6 +368,9 @@ struct EvalArgs {
     /// Background threshold (default: the dataset's official value).
     #[arg(long)]
     bg_thresh: Option<f32>,
+    /// Keep the image-level top-k classes per crop.
+    #[arg(long, default_value_t = 5)]
+    topk: usize,
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
     /// Crop, stride and short side (default: the model's image size).
@@ -388,6 +393,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         count: a.count,
         size: a.size,
         bg_thresh: a.bg_thresh,
+        topk: a.topk,
         templates: a.templates.clone(),
         crop: a.crop,
     };
@@ -613,17 +619,17 @@ fn run(cli: Cli) -> Result<()> {
             size,
         } => {
             use segclip::data::synth;
-            let split = if split == "test" {
-                synth::Split::Test
-            } else {
-                synth::Split::Train
+            let split = match split.as_str() {
+                "test" => synth::Split::Test,
+                "pretrain" => synth::Split::Pretrain,
+                _ => synth::Split::Train,
             };
             for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
                 std::fs::create_dir_all(out.join(d))?;
             }
             std::fs::write(
                 out.join("classes.txt"),
-                synth::class_names().join("\n") + "\n",
+                synth::class_names_of(split).join("\n") + "\n",
             )?;
             let bar = indicatif::ProgressBar::new(count);
             let mut jsonl = String::new();

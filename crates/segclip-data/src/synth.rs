@@ -79,10 +79,20 @@ pub struct Scene {
 
 /// Class names, background first: "red circle", "red square", …
 pub fn class_names() -> Vec<String> {
+    class_names_of(Split::Train)
+}
+
+/// The label names a split's scenes use: [`class_names`], and for [`Split::Pretrain`] the
+/// [`EXTRA_COLOURS`]' combinations after them.
+pub fn class_names_of(split: Split) -> Vec<String> {
+    let colours = match split {
+        Split::Pretrain => COLOURS.len() + EXTRA_COLOURS.len(),
+        _ => COLOURS.len(),
+    };
     let mut v = vec!["background".to_string()];
-    for (c, _, _) in COLOURS {
+    for c in 0..colours {
         for (s, _) in SHAPES {
-            v.push(format!("{c} {s}"));
+            v.push(format!("{} {s}", colour(c).0));
         }
     }
     v
@@ -256,6 +266,14 @@ mod tests {
             .iter()
             .any(|s| s.objects.iter().any(|o| o.0 >= COLOURS.len())));
         assert!(pre.iter().any(|s| s.caption.contains("orange")));
+        // Their label maps index the pretraining split's names.
+        let pre_names = class_names_of(Split::Pretrain);
+        assert_eq!(pre_names.len(), 1 + 11 * 4);
+        assert_eq!(pre_names[..21], names[..]);
+        assert_eq!(pre_names[class_id(5, 3) as usize], "orange ring");
+        assert!(pre
+            .iter()
+            .all(|s| s.labels.iter().all(|&l| (l as usize) < pre_names.len())));
         // Test scenes do contain held-out combinations.
         assert!((0..200).any(|i| scene(9, i, 48, Split::Test)
             .objects

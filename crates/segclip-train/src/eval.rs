@@ -184,6 +184,8 @@ pub struct EvalSpec {
     pub size: usize,
     /// Background threshold (default: the dataset's official value).
     pub bg_thresh: Option<f32>,
+    /// Keep the image-level top-k classes per crop (5, as officially).
+    pub topk: usize,
     /// `simple`, `full` (80 templates) or `identity`.
     pub templates: String,
     /// Crop, stride and short side (default: the model's image size).
@@ -202,6 +204,7 @@ impl Default for EvalSpec {
             count: 200,
             size: 112,
             bg_thresh: None,
+            topk: 5,
             templates: "simple".into(),
             crop: None,
         }
@@ -260,6 +263,11 @@ impl EvalSpec {
                 self.dataset
             )));
         }
+        if self.topk == 0 {
+            return Err(Error::Config(
+                "eval topk must be at least 1 (5 is the official value)".into(),
+            ));
+        }
         if !["simple", "full", "identity"].contains(&self.templates.as_str()) {
             return Err(Error::Config(format!(
                 "eval templates `{}` is not simple, full or identity",
@@ -311,6 +319,7 @@ impl EvalSpec {
         (opts.crop, opts.stride, opts.short_side) = (side, side, side);
         let bg_thresh = self.bg_thresh.unwrap_or(official_bg);
         opts.decode.bg_thresh = Some(bg_thresh);
+        opts.decode.topk = self.topk;
         let acc = evaluate(
             model,
             source.as_ref(),
@@ -337,6 +346,21 @@ impl EvalSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_specs_are_named() {
+        assert!(EvalSpec::default().validate().is_ok());
+        let e = EvalSpec {
+            topk: 0,
+            ..Default::default()
+        };
+        assert!(e.validate().unwrap_err().to_string().contains("topk"));
+        let e = EvalSpec {
+            dataset: "voc".into(),
+            ..Default::default()
+        };
+        assert!(e.validate().unwrap_err().to_string().contains("root"));
+    }
 
     #[test]
     fn hand_made_maps() {
