@@ -7,6 +7,16 @@
 //! Writing: files are written to a temporary name in the target folder and renamed into place,
 //! so an interrupted run never leaves a half-written result or clobbers an older one.
 
+/// `println!` that ignores a closed standard output: `segclip eval ... | head` ends quietly and
+/// the command still writes its files, where `println!` would panic on the broken pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

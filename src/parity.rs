@@ -47,12 +47,14 @@ impl Report {
     }
 
     pub fn print(&self) {
-        println!(
+        crate::out!(
             "{:<34} {:>12} {:>12}  result",
-            "tensor", "max abs err", "rel err"
+            "tensor",
+            "max abs err",
+            "rel err"
         );
         for r in &self.rows {
-            println!(
+            crate::out!(
                 "{:<60} {:>12.3e} {:>12.3e}  {}{}",
                 r.name,
                 r.max_abs,
@@ -66,10 +68,10 @@ impl Report {
             );
         }
         for s in &self.skipped {
-            println!("not checked: {s}");
+            crate::out!("not checked: {s}");
         }
         let failed = self.rows.iter().filter(|r| !r.ok).count();
-        println!("{} passed, {} failed", self.rows.len() - failed, failed);
+        crate::out!("{} passed, {} failed", self.rows.len() - failed, failed);
     }
 
     fn float(&mut self, name: &str, ours: &Tensor, reference: &Tensor) -> Result<()> {

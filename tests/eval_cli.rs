@@ -106,5 +106,20 @@ fn synth_folder_and_fresh_scenes_evaluate() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("JPEGImages"));
+    // A reader that stops early (`segclip eval ... | head -1`) neither panics the command nor
+    // keeps it from writing its files.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(["eval", "--dataset", "synth", "--count", "2", "--size", "64"])
+        .args(["--weights", w.to_str().unwrap(), "--out"])
+        .arg(dir.join("e3"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(dir.join("e3/eval.json").exists());
     std::fs::remove_dir_all(dir).ok();
 }

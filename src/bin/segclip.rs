@@ -221,7 +221,7 @@ fn run_superpixels(a: SuperpixelArgs) -> Result<()> {
     if let Some(o) = &a.overlay {
         segclip::io::write_boundary_png(o, &img, &map.labels)?;
     }
-    println!(
+    segclip::out!(
         "{} segments ({}) in {ms:.1} ms -> {}",
         map.count,
         method.key(),
@@ -286,7 +286,7 @@ fn run_train(a: &TrainArgs, device: &candle_core::Device) -> Result<()> {
                 format!(" (seen {:.2}, held-out {:.2})", s * 100.0, h * 100.0)
             });
             bar.suspend(|| {
-                println!(
+                segclip::out!(
                     "step {}: zero-shot mIoU {:.2}{split} on {} images",
                     p.log.step,
                     r.miou() * 100.0,
@@ -318,7 +318,7 @@ fn run_train(a: &TrainArgs, device: &candle_core::Device) -> Result<()> {
         ));
     })?;
     bar.finish();
-    println!(
+    segclip::out!(
         "log: {}  checkpoints: {}",
         cfg.output.join("log.jsonl").display(),
         cfg.output.display()
@@ -407,7 +407,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
     let mut csv = String::from("class,iou,intersection,union\n");
     for (c, name) in report.classes.iter().enumerate() {
         let v = iou[c].map_or("-".to_string(), |x| format!("{:.2}", x * 100.0));
-        println!("{c:>3} {name:<24} {v:>7}");
+        segclip::out!("{c:>3} {name:<24} {v:>7}");
         csv += &format!(
             "{name},{},{},{}\n",
             iou[c].map_or(String::new(), |x| x.to_string()),
@@ -418,25 +418,25 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
     let mut summary = report.json();
     summary["dataset"] = a.dataset.clone().into();
     summary["weights"] = a.weights.clone().into();
-    println!(
+    segclip::out!(
         "mIoU {:.2} over {} images",
         report.miou() * 100.0,
         report.images
     );
     if let Some((seen, held)) = report.seen_held_out {
-        println!(
+        segclip::out!(
             "seen classes (with background) mIoU {:.2}; held-out combinations mIoU {:.2}",
             seen * 100.0,
             held * 100.0
         );
     }
     match (a.bg_thresh, model.bg_thresh) {
-        (None, Some(t)) if t != report.bg_thresh => println!(
+        (None, Some(t)) if t != report.bg_thresh => segclip::out!(
             "background threshold {} (the dataset's official value); these weights are calibrated \
              for {t}: pass --bg-thresh {t} to use it",
             report.bg_thresh
         ),
-        _ => println!("background threshold {}", report.bg_thresh),
+        _ => segclip::out!("background threshold {}", report.bg_thresh),
     }
     std::fs::create_dir_all(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
@@ -450,7 +450,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
     segclip::io::write_atomic(&a.out.join("eval.csv"), |w| {
         w.write_all(csv.as_bytes()).map_err(|e| e.to_string())
     })?;
-    println!(
+    segclip::out!(
         "wrote {} and {}",
         a.out.join("eval.json").display(),
         a.out.join("eval.csv").display()
@@ -497,7 +497,7 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let fr = s.fractions();
-    println!(
+    segclip::out!(
         "{}x{} -> {} crop(s) at {}x{}",
         s.width,
         s.height,
@@ -509,10 +509,10 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
     names.extend(classes.names());
     for (i, f) in fr.iter().enumerate() {
         if *f > 0.0 {
-            println!("{:>3} {:<24} {:>6.2}%", i, names[i], f * 100.0);
+            segclip::out!("{:>3} {:<24} {:>6.2}%", i, names[i], f * 100.0);
         }
     }
-    println!(
+    segclip::out!(
         "wrote {}, {}, {}",
         out.labels.display(),
         out.overlay.display(),
@@ -603,7 +603,7 @@ fn run(cli: Cli) -> Result<()> {
                 )])
             });
             segclip::vit::weights::save_safetensors(&tensors, metadata, &out)?;
-            println!(
+            segclip::out!(
                 "wrote {} ({} tensors{}{})",
                 out.display(),
                 tensors.len(),
@@ -651,7 +651,7 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(out.join("pairs.jsonl"), jsonl)?;
             std::fs::write(out.join("ImageSets/Segmentation/val.txt"), ids)?;
             bar.finish_and_clear();
-            println!("wrote {count} scenes to {}", out.display());
+            segclip::out!("wrote {count} scenes to {}", out.display());
         }
         Command::Bench {
             save_seeded: Some(path),
@@ -660,7 +660,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = segclip::group::SegClipConfig::vit_b16();
             let sd = segclip::group::model::seeded_state_dict(&cfg, 0, &candle_core::Device::Cpu)?;
             candle_core::safetensors::save(&sd.tensors, &path)?;
-            println!("wrote {} ({} tensors)", path.display(), sd.tensors.len());
+            segclip::out!("wrote {} ({} tensors)", path.display(), sd.tensors.len());
         }
         Command::Bench {
             batch,
@@ -677,7 +677,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let (t, [f, b, u]) =
                 segclip::bench::train_step_ms(&cfg, batch, warmup, iters.max(1), &dev)?;
-            println!(
+            segclip::out!(
                 "{}",
                 serde_json::json!({"batch": batch, "median_ms": t[t.len() / 2], "min_ms": t[0], "times_ms": t,
                     "forward_ms": f, "backward_ms": b, "update_ms": u, "peak_rss_mib": segclip::bench::peak_rss_mib()})
@@ -705,7 +705,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 segclip::bench::time_ms(warmup, iters.max(1), forward)?
             };
-            println!(
+            segclip::out!(
                 "{}",
                 serde_json::json!({"size": size, "batch": batch, "median_ms": t[t.len() / 2], "min_ms": t[0],
                     "times_ms": t, "peak_rss_mib": segclip::bench::peak_rss_mib()})
@@ -717,7 +717,7 @@ fn run(cli: Cli) -> Result<()> {
             if e.truncated {
                 eprintln!("warning: the text is longer than {context} tokens and was truncated (end token kept)");
             }
-            println!(
+            segclip::out!(
                 "{}",
                 e.ids
                     .iter()
