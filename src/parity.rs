@@ -302,6 +302,7 @@ pub fn run(dir: &Path) -> Result<Report> {
         let opts = DecodeOptions {
             topk: 5,
             bg_thresh: Some(thr_cfg),
+            ..Default::default()
         };
         let scale = model.logit_scale_exp()?;
         let crop = decode_crop(
@@ -415,6 +416,7 @@ pub fn run(dir: &Path) -> Result<Report> {
                 &DecodeOptions {
                     topk: 5,
                     bg_thresh: Some(thr),
+                    ..Default::default()
                 },
             );
             let bg: Vec<i64> = (0..h * w).map(|p| alt.logit(0, p) as i64).collect();

@@ -53,6 +53,7 @@ struct Summary<'a> {
     model_input: [usize; 2],
     crops: usize,
     background_threshold: Option<f32>,
+    background_score: Option<&'static str>,
     templates: &'static str,
     classes: Vec<ClassShare>,
     timings_ms: serde_json::Value,
@@ -76,6 +77,7 @@ impl Segmenter {
         // --bg-thresh`); the others get the official VOC value.
         if let Some(t) = model.bg_thresh {
             options.decode.bg_thresh = Some(t);
+            options.decode.bg_score = model.bg_score;
         }
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
@@ -167,6 +169,11 @@ impl Segmenter {
             model_input: [seg.model_size.1, seg.model_size.0],
             crops: seg.windows.len(),
             background_threshold: self.options.decode.bg_thresh,
+            background_score: self
+                .options
+                .decode
+                .bg_thresh
+                .map(|_| self.options.decode.bg_score.name()),
             templates: match self.templates {
                 Templates::Simple => "simple",
                 Templates::Full => "full",

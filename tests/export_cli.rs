@@ -28,6 +28,11 @@ fn ok(args: &[&str]) -> String {
 
 /// The threshold `segment` wrote into its JSON summary, with `extra` arguments.
 fn segment_threshold(dir: &Path, weights: &Path, extra: &[&str]) -> Option<f64> {
+    segment_background(dir, weights, extra).0
+}
+
+/// The threshold and score `segment` wrote into its JSON summary.
+fn segment_background(dir: &Path, weights: &Path, extra: &[&str]) -> (Option<f64>, String) {
     let image = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/datasets/samples/synth-scene-0.png"
@@ -49,7 +54,10 @@ fn segment_threshold(dir: &Path, weights: &Path, extra: &[&str]) -> Option<f64> 
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("synth-scene-0.json")).unwrap())
             .unwrap();
-    j["background_threshold"].as_f64()
+    (
+        j["background_threshold"].as_f64(),
+        j["background_score"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[test]
@@ -106,6 +114,46 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         assert_eq!(mode(&plain), mode(&fresh));
     }
 
+    // The score travels too: cosine, recorded with its threshold, and overridable.
+    let cosine = p("cosine.safetensors");
+    let text = ok(&[
+        "export",
+        "--weights",
+        &s(&plain),
+        "--out",
+        &s(&cosine),
+        "--bg-thresh",
+        "0.5",
+        "--bg-score",
+        "cosine",
+    ]);
+    assert!(
+        text.contains("background threshold 0.5 on cosine"),
+        "{text}"
+    );
+    assert_eq!(
+        segment_background(&dir, &cosine, &[]),
+        (Some(0.5), "cosine".to_string())
+    );
+    assert_eq!(
+        segment_background(&dir, &cosine, &["--bg-score", "probability"]),
+        (Some(0.5), "probability".to_string())
+    );
+    assert_eq!(
+        segment_background(&dir, &calibrated, &[]),
+        (Some(0.25), "probability".to_string())
+    );
+    let (code, text) = segclip(&[
+        "export",
+        "--weights",
+        &s(&plain),
+        "--out",
+        &s(&p("nothr.safetensors")),
+        "--bg-score",
+        "cosine",
+    ]);
+    assert!(code != 0 && text.contains("--bg-thresh"), "{text}");
+
     // A re-export (here to float16) keeps the threshold unless given a new one.
     let again = p("again.safetensors");
     ok(&[
@@ -132,7 +180,10 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         "--out",
         &s(&p("eval")),
     ]);
-    assert!(text.contains("pass --bg-thresh 0.25"), "{text}");
+    assert!(
+        text.contains("--bg-thresh 0.25 --bg-score probability: pass them"),
+        "{text}"
+    );
 
     // Bad values are named.
     let (code, text) = segclip(&[

@@ -101,6 +101,10 @@ enum Command {
         /// default. Without it, a threshold already in the input's metadata is kept.
         #[arg(long)]
         bg_thresh: Option<f32>,
+        /// What that threshold is compared with (`probability`, the official decode, or
+        /// `cosine`); needs --bg-thresh.
+        #[arg(long, requires = "bg_thresh", value_parser = ["probability", "cosine"])]
+        bg_score: Option<String>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -132,8 +136,13 @@ struct SegmentArgs {
     /// were calibrated with (`segclip export --bg-thresh`), else 0.80.
     #[arg(long)]
     bg_thresh: Option<f32>,
+    /// Compare the threshold with each region's best class `probability` (the official
+    /// decode) or its best `cosine` similarity (docs/deviations.md item 16). Default: the
+    /// weights' calibrated choice, else probability.
+    #[arg(long, value_parser = ["probability", "cosine"])]
+    bg_score: Option<String>,
     /// Give every pixel a class: no background.
-    #[arg(long, conflicts_with = "bg_thresh")]
+    #[arg(long, conflicts_with_all = ["bg_thresh", "bg_score"])]
     no_background: bool,
     /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
@@ -371,6 +380,9 @@ struct EvalArgs {
     /// Keep the image-level top-k classes per crop.
     #[arg(long, default_value_t = 5)]
     topk: usize,
+    /// What the threshold is compared with: `probability` (official) or `cosine`.
+    #[arg(long, default_value = "probability", value_parser = ["probability", "cosine"])]
+    bg_score: String,
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
     /// Crop, stride and short side (default: the model's image size).
@@ -394,6 +406,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         size: a.size,
         bg_thresh: a.bg_thresh,
         topk: a.topk,
+        bg_score: a.bg_score.clone(),
         templates: a.templates.clone(),
         crop: a.crop,
     };
@@ -430,13 +443,14 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
             held * 100.0
         );
     }
+    let (thr, score) = (report.bg_thresh, a.bg_score.as_str());
     match (a.bg_thresh, model.bg_thresh) {
-        (None, Some(t)) if t != report.bg_thresh => segclip::out!(
-            "background threshold {} (the dataset's official value); these weights are calibrated \
-             for {t}: pass --bg-thresh {t} to use it",
-            report.bg_thresh
+        (None, Some(t)) if (t, model.bg_score.name()) != (thr, score) => segclip::out!(
+            "background threshold {thr} on {score} (the dataset's official value); these weights \
+             are calibrated for --bg-thresh {t} --bg-score {}: pass them to use it",
+            model.bg_score.name()
         ),
-        _ => segclip::out!("background threshold {}", report.bg_thresh),
+        _ => segclip::out!("background threshold {thr} on {score}"),
     }
     std::fs::create_dir_all(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
@@ -477,6 +491,9 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
         seg.options.decode.bg_thresh = None;
     } else if let Some(t) = a.bg_thresh {
         seg.options.decode.bg_thresh = Some(t);
+    }
+    if let Some(score) = &a.bg_score {
+        seg.options.decode.bg_score = score.parse().map_err(anyhow::Error::msg)?;
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
@@ -571,18 +588,25 @@ fn run(cli: Cli) -> Result<()> {
             out,
             half,
             bg_thresh,
+            bg_score,
         } => {
             if let Some(t) = bg_thresh {
                 anyhow::ensure!(
                     (0.0..=1.0).contains(&t),
-                    "--bg-thresh {t}: a background threshold is a probability in [0, 1]"
+                    "--bg-thresh {t}: a background threshold is a probability or cosine in [0, 1]"
                 );
             }
             let device = candle_core::Device::Cpu;
             let sd = segclip::vit::StateDict::load(&weights, 10, &device)?;
-            let bg_thresh = match bg_thresh {
-                Some(t) => Some(t),
-                None => segclip::group::model::metadata_bg_thresh(&sd)?,
+            let (bg_thresh, bg_score) = match bg_thresh {
+                Some(t) => (
+                    Some(t),
+                    bg_score
+                        .unwrap_or_else(|| "probability".into())
+                        .parse::<segclip::group::zeroshot::BgScore>()
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => segclip::group::model::metadata_background(&sd)?,
             };
             let cfg = segclip::group::SegClipConfig::infer(&sd)?;
             let (required, optional) = cfg.keys();
@@ -597,10 +621,13 @@ fn run(cli: Cli) -> Result<()> {
                 tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
             }
             let metadata = bg_thresh.map(|t| {
-                std::collections::HashMap::from([(
-                    segclip::group::BG_THRESH_KEY.to_string(),
-                    t.to_string(),
-                )])
+                std::collections::HashMap::from([
+                    (segclip::group::BG_THRESH_KEY.to_string(), t.to_string()),
+                    (
+                        segclip::group::BG_SCORE_KEY.to_string(),
+                        bg_score.name().to_string(),
+                    ),
+                ])
             });
             segclip::vit::weights::save_safetensors(&tensors, metadata, &out)?;
             segclip::out!(
@@ -608,7 +635,10 @@ fn run(cli: Cli) -> Result<()> {
                 out.display(),
                 tensors.len(),
                 if half { ", float16" } else { "" },
-                bg_thresh.map_or(String::new(), |t| format!(", background threshold {t}"))
+                bg_thresh.map_or(String::new(), |t| format!(
+                    ", background threshold {t} on {}",
+                    bg_score.name()
+                ))
             );
         }
         Command::Synth {

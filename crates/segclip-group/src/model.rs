@@ -19,6 +19,7 @@ use segclip_vit::block::blocks;
 use segclip_vit::{ResidualBlock, StateDict, TextTransformer, Trace, VisionHead, VisionStem};
 
 use crate::group::{GroupOutput, SemanticGroup};
+use crate::zeroshot::BgScore;
 use crate::{Result, SegClipConfig};
 
 /// The MAE decoder's fixed 2-D sin-cos position table (1 + grid², dim), flattened.
@@ -149,24 +150,40 @@ pub struct SegClip {
     /// The background threshold these weights were calibrated with, if their file says
     /// (safetensors metadata [`BG_THRESH_KEY`], written by `segclip export --bg-thresh`).
     pub bg_thresh: Option<f32>,
+    /// What that threshold is compared with ([`BG_SCORE_KEY`]; the official probability when
+    /// absent).
+    pub bg_score: BgScore,
     cfg: SegClipConfig,
 }
 
 /// The safetensors metadata key of a checkpoint's calibrated background threshold.
 pub const BG_THRESH_KEY: &str = "segclip.bg_thresh";
+/// The metadata key of what the threshold is compared with: `probability` or `cosine`.
+pub const BG_SCORE_KEY: &str = "segclip.bg_score";
 
-/// The calibrated background threshold in `sd`'s metadata: `None` when absent, an error
-/// naming the file when it is not a number in [0, 1].
-pub fn metadata_bg_thresh(sd: &StateDict) -> Result<Option<f32>> {
+/// The calibrated background threshold and score in `sd`'s metadata (`None` and the official
+/// probability when absent); an error naming the file when they are malformed.
+pub fn metadata_background(sd: &StateDict) -> Result<(Option<f32>, BgScore)> {
+    let bad = |what: String| {
+        crate::Error::Config(format!(
+            "{}: metadata {what}; re-export the weights with `segclip export --bg-thresh T \
+             [--bg-score probability|cosine]`",
+            sd.source
+        ))
+    };
+    let score = match sd.metadata.get(BG_SCORE_KEY) {
+        Some(v) => v
+            .parse::<BgScore>()
+            .map_err(|e| bad(format!("`{BG_SCORE_KEY}`: {e}")))?,
+        None => BgScore::Probability,
+    };
     let Some(v) = sd.metadata.get(BG_THRESH_KEY) else {
-        return Ok(None);
+        return Ok((None, score));
     };
     match v.trim().parse::<f32>() {
-        Ok(t) if (0.0..=1.0).contains(&t) => Ok(Some(t)),
-        _ => Err(crate::Error::Config(format!(
-            "{}: metadata `{BG_THRESH_KEY}` = `{v}` is not a number in [0, 1]; \
-             re-export the weights with `segclip export --bg-thresh T`",
-            sd.source
+        Ok(t) if (0.0..=1.0).contains(&t) => Ok((Some(t), score)),
+        _ => Err(bad(format!(
+            "`{BG_THRESH_KEY}` = `{v}` is not a number in [0, 1]"
         ))),
     }
 }
@@ -181,6 +198,7 @@ impl SegClip {
             text: TextTransformer::new(clip.clone(), &cfg.text)?,
             logit_scale: clip.get((), "logit_scale")?,
             bg_thresh: None,
+            bg_score: BgScore::Probability,
             cfg: cfg.clone(),
         })
     }
@@ -190,9 +208,9 @@ impl SegClip {
     pub fn from_state_dict(sd: StateDict, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
         let (required, optional) = cfg.keys();
         sd.check(&required, &optional)?;
-        let bg_thresh = metadata_bg_thresh(&sd)?;
+        let (bg_thresh, bg_score) = metadata_background(&sd)?;
         let mut model = Self::new(sd.into_var_builder(device), cfg)?;
-        model.bg_thresh = bg_thresh;
+        (model.bg_thresh, model.bg_score) = (bg_thresh, bg_score);
         Ok(model)
     }
 

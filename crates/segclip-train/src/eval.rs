@@ -186,6 +186,8 @@ pub struct EvalSpec {
     pub bg_thresh: Option<f32>,
     /// Keep the image-level top-k classes per crop (5, as officially).
     pub topk: usize,
+    /// What the threshold is compared with: `probability` (official) or `cosine`.
+    pub bg_score: String,
     /// `simple`, `full` (80 templates) or `identity`.
     pub templates: String,
     /// Crop, stride and short side (default: the model's image size).
@@ -205,6 +207,7 @@ impl Default for EvalSpec {
             size: 112,
             bg_thresh: None,
             topk: 5,
+            bg_score: "probability".into(),
             templates: "simple".into(),
             crop: None,
         }
@@ -268,6 +271,9 @@ impl EvalSpec {
                 "eval topk must be at least 1 (5 is the official value)".into(),
             ));
         }
+        if let Err(e) = self.bg_score.parse::<segclip_group::zeroshot::BgScore>() {
+            return Err(Error::Config(format!("eval: {e}")));
+        }
         if !["simple", "full", "identity"].contains(&self.templates.as_str()) {
             return Err(Error::Config(format!(
                 "eval templates `{}` is not simple, full or identity",
@@ -320,6 +326,10 @@ impl EvalSpec {
         let bg_thresh = self.bg_thresh.unwrap_or(official_bg);
         opts.decode.bg_thresh = Some(bg_thresh);
         opts.decode.topk = self.topk;
+        opts.decode.bg_score = self
+            .bg_score
+            .parse()
+            .map_err(|e: String| Error::Config(format!("eval: {e}")))?;
         let acc = evaluate(
             model,
             source.as_ref(),

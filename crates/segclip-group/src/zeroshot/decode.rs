@@ -9,8 +9,46 @@
 //! fg    = F[group]                                          (K, h, w)
 //! thr   = min(bg_thresh, max F);  bg = [max_K fg < thr]     strict <
 //! ```
+//!
+//! With [`BgScore::Cosine`] (ours, not the paper's) a center is background when its best raw
+//! cosine to the kept classes, `max_{k ∈ top-k} G/s`, is under `min(bg_thresh, the best
+//! center's)`: a region that matches two similar names equally well (a synonym, a held-out
+//! combination of a seen colour) stays an object, where its split probability would fail the
+//! official test.
 
 use super::resize::bilinear_chw;
+
+/// What the background threshold is compared with, per center.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BgScore {
+    /// Its largest final score `max_K F` (the official decode).
+    #[default]
+    Probability,
+    /// Its best cosine similarity to a kept class (`docs/deviations.md` item 16).
+    Cosine,
+}
+
+impl BgScore {
+    pub fn name(self) -> &'static str {
+        match self {
+            BgScore::Probability => "probability",
+            BgScore::Cosine => "cosine",
+        }
+    }
+}
+
+impl std::str::FromStr for BgScore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "probability" => Ok(BgScore::Probability),
+            "cosine" => Ok(BgScore::Cosine),
+            _ => Err(format!(
+                "background score `{s}` is not `probability` (the official decode) or `cosine`"
+            )),
+        }
+    }
+}
 
 /// Options of the decode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +57,8 @@ pub struct DecodeOptions {
     pub topk: usize,
     /// Background threshold; `None` turns background off (every pixel gets a class).
     pub bg_thresh: Option<f32>,
+    /// What `bg_thresh` is compared with.
+    pub bg_score: BgScore,
 }
 
 impl Default for DecodeOptions {
@@ -26,6 +66,7 @@ impl Default for DecodeOptions {
         Self {
             topk: 5,
             bg_thresh: Some(0.8),
+            bg_score: BgScore::Probability,
         }
     }
 }
@@ -135,20 +176,18 @@ pub fn decode_crop(
             f[c * k + j] = post[j] * pre[j];
         }
     }
-    let max_f = f.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let thr = opts.bg_thresh.map(|t| t.min(max_f));
-    let center_is_bg = (0..l)
-        .map(|c| match thr {
-            Some(t) => {
-                f[c * k..(c + 1) * k]
-                    .iter()
-                    .cloned()
-                    .fold(f32::NEG_INFINITY, f32::max)
-                    < t
-            }
-            None => false,
+    let max = |v: &mut dyn Iterator<Item = f32>| v.fold(f32::NEG_INFINITY, f32::max);
+    let score: Vec<f32> = (0..l)
+        .map(|c| match opts.bg_score {
+            BgScore::Probability => max(&mut f[c * k..(c + 1) * k].iter().cloned()),
+            BgScore::Cosine => max(&mut topk.iter().map(|&j| g[c * k + j] / scale)),
         })
         .collect();
+    // The best center is never background.
+    let thr = opts
+        .bg_thresh
+        .map(|t| t.min(max(&mut score.iter().cloned())));
+    let center_is_bg = score.iter().map(|&v| thr.is_some_and(|t| v < t)).collect();
     CropDecode {
         centers: l,
         classes: k,
@@ -200,6 +239,7 @@ mod tests {
         let opts = DecodeOptions {
             topk: 1,
             bg_thresh: Some(0.9),
+            ..Default::default()
         };
         let dec = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 4), &opts);
         assert_eq!(dec.group, vec![0, 0, 1, 1]);
@@ -225,8 +265,57 @@ mod tests {
             &DecodeOptions {
                 topk: 5,
                 bg_thresh: None,
+                ..Default::default()
             },
         );
         assert!(dec.center_is_bg.iter().all(|b| !b));
+    }
+
+    #[test]
+    fn cosine_background_keeps_regions_between_two_names() {
+        // Three centers, two nearly identical class names (a synonym pair) and a third class.
+        // Center 0 lies between the two names, center 1 on the third class, center 2 nowhere.
+        let soft = [0.8, 0.1, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.8];
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        let (a, b) = (0.05f32, (1.0f32 - 0.05 * 0.05).sqrt());
+        #[rustfmt::skip]
+        let text = [
+            b, a, 0.0,
+            b, -a, 0.0,
+            0.0, 0.0, 1.0,
+        ];
+        #[rustfmt::skip]
+        let region = [
+            1.0, 0.0, 0.0,
+            0.0, 0.0, 1.0,
+            0.0, s, -s,
+        ];
+        let image = [1.0, 0.0, 1.0];
+        let run = |bg_score| {
+            let opts = DecodeOptions {
+                topk: 3,
+                bg_thresh: Some(0.6),
+                bg_score,
+            };
+            decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts)
+        };
+        // Probability: center 0's mass is split between the two names (max F ≈ 0.25 < 0.6),
+        // while center 2, which matches nothing, is sure of the least bad name (cosines 0.035
+        // against −0.035 and −0.707 at scale 100: F ≈ 0.998).
+        let p = run(BgScore::Probability);
+        assert_eq!(p.center_is_bg, vec![true, false, false]);
+        // Cosine: its best cosine is b ≈ 0.9987 ≥ 0.6; center 2's best is 0 (the third class
+        // at −0.707, the names at ±0.035) and stays background.
+        let c = run(BgScore::Cosine);
+        assert_eq!(c.thr, Some(0.6));
+        assert_eq!(c.center_is_bg, vec![false, false, true]);
+        // The floor: with a threshold above every center's best cosine, the best center stays.
+        let opts = DecodeOptions {
+            topk: 3,
+            bg_thresh: Some(1.5),
+            bg_score: BgScore::Cosine,
+        };
+        let c = decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts);
+        assert_eq!(c.center_is_bg, vec![true, false, true]);
     }
 }

@@ -8,6 +8,6 @@ pub mod segmenter;
 pub mod templates;
 
 pub use classes::{Class, ClassList, TextClassifier};
-pub use decode::{decode_crop, CropDecode, DecodeOptions};
+pub use decode::{decode_crop, BgScore, CropDecode, DecodeOptions};
 pub use segmenter::{segment, RgbImage, SegmentOptions, Segmentation, Timings};
 pub use templates::Templates;
