@@ -41,12 +41,10 @@ pub enum IoError {
     },
     #[error("{path}: corrupt or truncated image: {reason}")]
     Corrupt { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
+    #[error("{path} exists and is not a folder; choose another output folder")]
+    NotAFolder { path: String },
     #[error("{path}: cannot encode: {reason}")]
     Encode { path: String, reason: String },
 }
@@ -61,7 +59,7 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
         std::io::ErrorKind::NotFound => IoError::Missing { path: p.clone() },
         _ => IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         },
     })?;
     if meta.is_dir() {
@@ -75,11 +73,11 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })?;
         f.read(&mut head).map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })?
     };
     // Judge by content, not by the file name's extension.
@@ -89,11 +87,11 @@ pub fn read_image(path: &Path, max_pixels: u64) -> Result<RgbImage, IoError> {
     let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, IoError> {
         let r = image::ImageReader::open(path).map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })?;
         let r = r.with_guessed_format().map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })?;
         if r.format().is_none() {
             return Err(IoError::NotAnImage { path: p.clone() });
@@ -159,6 +157,16 @@ pub fn voc_color(i: usize) -> [u8; 3] {
     [r, g, b]
 }
 
+/// Create the folder `dir` and its parents, if missing.
+pub fn create_dir(dir: &Path) -> Result<(), IoError> {
+    if let Some(file) = dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
+        let path = file.display().to_string();
+        return Err(IoError::NotAFolder { path });
+    }
+    let path = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|err| IoError::Io { path, err })
+}
+
 /// Write `bytes` produced by `fill` to `path` atomically (temporary file, then rename).
 pub fn write_atomic(
     path: &Path,
@@ -169,10 +177,7 @@ pub fn write_atomic(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| IoError::Io {
-        path: dir.display().to_string(),
-        source: e,
-    })?;
+    create_dir(dir)?;
     let tmp: PathBuf = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
@@ -181,7 +186,7 @@ pub fn write_atomic(
     let result = (|| {
         let f = std::fs::File::create(&tmp).map_err(|e| IoError::Io {
             path: tmp.display().to_string(),
-            source: e,
+            err: e,
         })?;
         let mut w = BufWriter::new(f);
         fill(&mut w).map_err(|reason| IoError::Encode {
@@ -190,15 +195,15 @@ pub fn write_atomic(
         })?;
         let f = w.into_inner().map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e.into_error(),
+            err: e.into_error(),
         })?;
         f.sync_all().map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })?;
         std::fs::rename(&tmp, path).map_err(|e| IoError::Io {
             path: p.clone(),
-            source: e,
+            err: e,
         })
     })();
     if result.is_err() {

@@ -229,6 +229,28 @@ fn bad_class_lists_are_named() {
 }
 
 #[test]
+fn an_output_folder_that_is_a_file_is_named() {
+    let (img, w) = (photo(), weights());
+    let file = workdir().join("not-a-folder");
+    std::fs::write(&file, b"keep me").unwrap();
+    for out in [file.clone(), file.join("below")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_segclip"))
+            .args(["segment", "--classes", "cat,dog", "--image"])
+            .arg(&img)
+            .arg("--weights")
+            .arg(w)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(text.contains("exists and is not a folder"), "{text}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
 fn wrong_checkpoints_are_named() {
     let img = photo();
     let dev = Device::Cpu;

@@ -452,7 +452,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         ),
         _ => segclip::out!("background threshold {thr} on {score}"),
     }
-    std::fs::create_dir_all(&a.out)?;
+    segclip::io::create_dir(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
         w.write_all(
             serde_json::to_string_pretty(&summary)
@@ -655,7 +655,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ => synth::Split::Train,
             };
             for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
-                std::fs::create_dir_all(out.join(d))?;
+                segclip::io::create_dir(&out.join(d))?;
             }
             std::fs::write(
                 out.join("classes.txt"),
