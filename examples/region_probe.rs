@@ -109,6 +109,8 @@ fn main() -> anyhow::Result<()> {
     // (right, named as another object of the scene, all) for those holding no other object.
     let mut clean = (0usize, 0usize, 0usize);
     let mut held = (0usize, 0usize, 0usize, 0usize);
+    // Per held-out class: how often each class name was given to its regions.
+    let mut held_names: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     let mut kmeans_iou_sum = 0f64;
     let mut kmeans_pix_sum = 0f64;
     // Patch-level (intersection, union) per class when each group is named by its majority
@@ -330,6 +332,9 @@ fn main() -> anyhow::Result<()> {
                 held.1 += ((pred - 1) / nshapes == (maj - 1) / nshapes) as usize;
                 held.2 += ((pred - 1) % nshapes == (maj - 1) % nshapes) as usize;
                 held.3 += 1;
+                held_names
+                    .entry(maj)
+                    .or_insert_with(|| vec![0; names.len() + 1])[pred] += 1;
             }
         }
     }
@@ -377,6 +382,17 @@ fn main() -> anyhow::Result<()> {
         pct(held.1, held.3),
         pct(held.2, held.3)
     );
+    for (c, given) in &held_names {
+        let total: usize = given.iter().sum();
+        let mut top: Vec<usize> = (1..given.len()).filter(|&k| given[k] > 0).collect();
+        top.sort_by_key(|&k| std::cmp::Reverse(given[k]));
+        let top: Vec<String> = top
+            .iter()
+            .take(3)
+            .map(|&k| format!("{} {:.0}%", names[k - 1], pct(given[k], total)))
+            .collect();
+        println!("  {} ({total}): named {}", names[c - 1], top.join(", "));
+    }
     println!(
         "object regions named right in scenes of 1 / 2 / 3 objects: {:.1}% / {:.1}% / {:.1}% ({} / {} / {} regions)",
         pct(by_count[0].0, by_count[0].1),
