@@ -91,8 +91,6 @@ impl Default for LossConfig {
 pub struct OptimSection {
     pub lr: f64,
     pub lower_lr: f64,
-    /// The visual backbone's (`layers0`) rate, when it differs from `lower_lr`.
-    pub visual_lr: Option<f64>,
     pub weight_decay: f64,
     pub warmup: f64,
     pub epochs: usize,
@@ -104,7 +102,6 @@ impl Default for OptimSection {
         Self {
             lr: 4e-3,
             lower_lr: 4e-6,
-            visual_lr: None,
             weight_decay: 0.05,
             warmup: 0.15,
             epochs: 10,

@@ -28,9 +28,6 @@ pub struct OptimConfig {
     /// Learning rate of the rest of the backbone (visual `layers0`, the text tower,
     /// `logit_scale`).
     pub lower_lr: f64,
-    /// Learning rate of the visual backbone before the group module (`layers0`); `None` keeps
-    /// it at `lower_lr` as the official recipe does.
-    pub visual_lr: Option<f64>,
     pub weight_decay: f64,
     pub betas: (f64, f64),
     pub eps: f64,
@@ -48,7 +45,6 @@ impl Default for OptimConfig {
         Self {
             lr: 4e-3,
             lower_lr: 4e-6,
-            visual_lr: None,
             weight_decay: 0.05,
             betas: (0.9, 0.98),
             eps: 1e-6,
@@ -127,8 +123,6 @@ impl AdaptAdamW {
             .map(|(name, var)| Param {
                 lr: if is_high_lr(&name) {
                     cfg.lr
-                } else if name.starts_with("clip.visual.transformer.layers0.") {
-                    cfg.visual_lr.unwrap_or(cfg.lower_lr)
                 } else {
                     cfg.lower_lr
                 },
@@ -589,7 +583,7 @@ mod tests {
         }
     }
 
-    /// The three rates land on the right groups; frozen names are left out.
+    /// The two rates land on the right groups; frozen names are left out.
     #[test]
     fn groups_take_their_rates() {
         let names = [
@@ -600,27 +594,32 @@ mod tests {
             "clip.logit_scale",
             "clip.visual.conv1.weight",
         ];
-        let named = || {
-            names.map(|n| {
-                let v = Var::zeros(2, DType::F32, &Device::Cpu).unwrap();
-                (n.to_string(), v)
-            })
+        let named = names.map(|n| {
+            (
+                n.to_string(),
+                Var::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+            )
+        });
+        let cfg = OptimConfig {
+            lr: 1.0,
+            lower_lr: 0.01,
+            ..Default::default()
         };
-        let rates = |visual_lr| {
-            let cfg = OptimConfig {
-                lr: 1.0,
-                lower_lr: 0.01,
-                visual_lr,
-                ..Default::default()
-            };
-            let opt = AdaptAdamW::new(named(), cfg);
-            let mut r: Vec<(String, f64)> =
-                opt.params.iter().map(|p| (p.name.clone(), p.lr)).collect();
-            r.sort_by(|a, b| a.0.cmp(&b.0));
-            r.into_iter().map(|(_, lr)| lr).collect::<Vec<_>>()
-        };
-        // Sorted: logit_scale, text block, proj, layers0, semantic_layer2 (conv1 is frozen).
-        assert_eq!(rates(None), [0.01, 0.01, 1.0, 0.01, 1.0]);
-        assert_eq!(rates(Some(0.1)), [0.01, 0.01, 1.0, 0.1, 1.0]);
+        let opt = AdaptAdamW::new(named, cfg);
+        let rates: Vec<(&str, f64)> = opt.params.iter().map(|p| (p.name.as_str(), p.lr)).collect();
+        // Sorted by name; conv1 is frozen.
+        assert_eq!(
+            rates,
+            [
+                ("clip.logit_scale", 0.01),
+                ("clip.transformer.resblocks.0.attn.in_proj_weight", 0.01),
+                ("clip.visual.proj", 1.0),
+                (
+                    "clip.visual.transformer.layers0.0.attn.in_proj_weight",
+                    0.01
+                ),
+                ("clip.visual.transformer.semantic_layer2.centers", 1.0),
+            ]
+        );
     }
 }

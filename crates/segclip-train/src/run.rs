@@ -167,7 +167,6 @@ pub fn train(
     let optim = OptimConfig {
         lr: o.lr,
         lower_lr: o.lower_lr,
-        visual_lr: o.visual_lr,
         weight_decay: o.weight_decay,
         warmup: o.warmup,
         total_steps: total,
