@@ -3,8 +3,10 @@
 //! Per sample: the image is brought to short side `image_size` (bicubic, only when both sides
 //! are larger, as the official offline preprocessing does); its superpixels come from the cache;
 //! a RandomResizedCrop box (scale 0.5–1, ratio 3/4–4/3) is cut, resized bicubically to
-//! `image_size`² and CLIP-normalised; the box selects the patch labels; the caption becomes 32
-//! tokens.
+//! `image_size`² and CLIP-normalised; the box selects the patch labels; the caption becomes at
+//! most 32 tokens, and the batch's captions are padded to the longest of them rather than to 32:
+//! the text tower's causal mask keeps every position after a caption's end token out of its
+//! embedding, so the result is the same and the text tower does a fraction of the work.
 
 use candle_core::{Device, Tensor};
 use segclip_data::datasets::{CaptionSample, SuperpixelCache};
@@ -37,8 +39,7 @@ impl BatchBuilder {
         let grid = s / p;
         let mut pixels = Vec::with_capacity(samples.len() * 3 * s * s);
         let mut labels = Vec::with_capacity(samples.len() * grid * grid);
-        let mut ids = Vec::with_capacity(samples.len() * 32);
-        let ctx = self.tokenizer.context();
+        let mut captions = Vec::with_capacity(samples.len());
         for smp in samples {
             let img = &smp.image;
             let (h, w) = (img.height, img.width);
@@ -70,17 +71,16 @@ impl BatchBuilder {
             let resized = resize_bicubic_u8(&crop, (b.height, b.width), (s, s));
             pixels.extend(normalize_clip(&resized, (s, s)));
             labels.extend(patch_labels(&map, b.coords, s, p, self.rule));
-            ids.extend(
-                self.tokenizer
-                    .encode(&smp.caption)?
-                    .padded(ctx)
-                    .into_iter()
-                    .map(|v| v as i64),
-            );
+            captions.push(self.tokenizer.encode(&smp.caption)?);
         }
         let n = samples.len();
+        let t = captions.iter().map(|c| c.ids.len()).max().unwrap_or(2);
+        let ids: Vec<i64> = captions
+            .iter()
+            .flat_map(|c| c.padded(t).into_iter().map(|v| v as i64))
+            .collect();
         Ok(Batch {
-            input_ids: Tensor::from_vec(ids, (n, ctx), device)?,
+            input_ids: Tensor::from_vec(ids, (n, t), device)?,
             pixels: Tensor::from_vec(pixels, (n, 3, s, s), device)?,
             image_seg: Tensor::from_vec(labels, (n, grid * grid), device)?,
         })

@@ -175,3 +175,54 @@ fn resume_continues_exactly() {
     assert_eq!(&a[3..], &b[..], "resumed losses differ");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn captions_are_padded_to_the_longest_with_the_same_embeddings() {
+    let image =
+        |v: u8| segclip_group::zeroshot::RgbImage::new(40, 40, vec![v; 40 * 40 * 3]).unwrap();
+    let captions = [
+        "a red square",
+        "a small green square beside a large blue circle on a grey floor",
+        "square",
+    ];
+    let samples: Vec<_> = captions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| segclip_data::datasets::CaptionSample {
+            key: format!("{i}"),
+            caption: c.to_string(),
+            image: image(40 * i as u8),
+        })
+        .collect();
+    let b = builder();
+    let batch = b.build(&samples, &mut Rng::new(3), &Device::Cpu).unwrap();
+    let longest = captions
+        .iter()
+        .map(|c| b.tokenizer.encode(c).unwrap().ids.len())
+        .max()
+        .unwrap();
+    assert!(longest < 32);
+    assert_eq!(batch.input_ids.dims(), &[3, longest]);
+    // The same captions padded to the full 32 tokens give the same embeddings.
+    let full: Vec<i64> = captions
+        .iter()
+        .flat_map(|c| b.tokenizer.encode(c).unwrap().padded(32))
+        .map(|v| v as i64)
+        .collect();
+    let full = candle_core::Tensor::from_vec(full, (3, 32), &Device::Cpu).unwrap();
+    let t = trainer(1);
+    let text = &t.model.model.text;
+    let short = text.forward(&batch.input_ids, None).unwrap();
+    let long = text.forward(&full, None).unwrap();
+    let diff = (short - long)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "embeddings differ by {diff}");
+}
