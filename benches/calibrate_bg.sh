@@ -6,15 +6,19 @@
 # the best mIoU, and report the test scenes (seed 1000, what `segclip eval` and the learning
 # benchmark score) at the official 0.8 and at the calibrated setting.
 #
-#   bash benches/calibrate_bg.sh WEIGHTS            # after `cargo build --release`; ~4-6 min
+#   bash benches/calibrate_bg.sh WEIGHTS [EVAL OPTIONS]   # after `cargo build --release`; ~4-6 min
 #   then: segclip export --weights WEIGHTS --out W.safetensors --bg-thresh T --bg-score S
+#
+# EVAL OPTIONS go to every `segclip eval` (e.g. `--refine 10`, ~10 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/segclip
 w=$1
+shift
+extra=("$@")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-ev() { $bin eval --dataset synth --weights "$w" --out "$out" "$@"; }
+ev() { $bin eval --dataset synth --weights "$w" --out "$out" "${extra[@]}" "$@"; }
 best_s=probability; best_t=0.8; best_v=-1
 for s in probability cosine; do
   if [ $s = probability ]; then grid="0 0.5 0.7 0.8 0.9 0.95 0.97 0.98 0.99 0.995 0.998 0.999"

@@ -14,7 +14,8 @@
 //!   same for cosine k-means (k = the number of centers) of the patch tokens and of the raw
 //!   pixels (what a better grouping could reach), and the model's centers with background
 //!   taken from the ground truth and objects named by their nearest prompt (naming alone,
-//!   without the decoder's background threshold);
+//!   without the decoder's background threshold); both also at pixel level, on the bilinear
+//!   assignment map without and with the decode's refinement (`segclip eval --refine 10`);
 //! - what the region embeddings hold: a linear probe (softmax regression) on the object regions'
 //!   embeddings, fitted on the first half of the scenes and scored on the second, for shape and
 //!   for colour, and the same on the mean and max of each object's patch tokens after the
@@ -33,10 +34,14 @@ use candle_core::{Device, IndexOp, Module, Tensor};
 use segclip::data::synth::{self, Split};
 use segclip::group::model::seeded_state_dict;
 use segclip::group::zeroshot::classes::l2_normalize_rows;
-use segclip::group::zeroshot::resize::normalize_clip;
+use segclip::group::zeroshot::refine;
+use segclip::group::zeroshot::resize::{bilinear_chw, normalize_clip};
 use segclip::group::zeroshot::{ClassList, Templates, TextClassifier};
 use segclip::group::SegClip;
 use segclip::group::SegClipConfig;
+
+/// Refinement iterations for the pixel-level figures (`segclip eval --refine`).
+const REFINE: usize = 10;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -117,6 +122,12 @@ fn main() -> anyhow::Result<()> {
     // ground truth: the mIoU a perfect namer would reach on the model's centers, on k-means of
     // the patch tokens, on k-means of the pixels.
     let mut oracle = [Confusion::default(); 4];
+    // Pixel level: the model's centers named by their majority, without and with refinement;
+    // then naming alone, the same two.
+    let mut pixel = [Confusion::default(); 4];
+    // Each patch labelled with its majority ground truth: the best any patch-level grouping can
+    // do at pixel level.
+    let mut grid_ceiling = Confusion::default();
     for i in 0..count {
         let s = synth::scene(seed, i as u64, size, Split::Test);
         let px = normalize_clip(&s.image.data, (size, size));
@@ -259,6 +270,39 @@ fn main() -> anyhow::Result<()> {
             let pred = if maj[k] == 0 { 0 } else { argmax(&sims[k]) + 1 };
             oracle[3].add(pred, patch_gt[p] as usize);
         }
+        // The same two at pixel level, on the bilinear assignment map as the decode reads it,
+        // without and with the decode's refinement along the image's edges: what the patch grid
+        // costs, and what refinement wins back.
+        {
+            let soft = out.soft.i(0)?.flatten_all()?.to_vec1::<f32>()?;
+            let image = px.i(0)?.flatten_all()?.to_vec1::<f32>()?;
+            for (q, &gt) in s.labels.iter().enumerate() {
+                grid_ceiling.add(
+                    patch_gt[(q / size / patch) * gw + q % size / patch] as usize,
+                    gt as usize,
+                );
+            }
+            let mut amap = bilinear_chw(&soft, (l, gh, gw), (size, size));
+            for (r, iters) in [0, REFINE].into_iter().enumerate() {
+                refine::refine(&mut amap, l, &image, (3, size, size), iters);
+                let groups: Vec<usize> = (0..size * size)
+                    .map(|q| {
+                        (0..l)
+                            .max_by(|&a, &b| {
+                                amap[a * size * size + q].total_cmp(&amap[b * size * size + q])
+                            })
+                            .unwrap()
+                    })
+                    .collect();
+                let maj = group_majority(&groups, &s.labels, l);
+                for (q, &g) in groups.iter().enumerate() {
+                    let gt = s.labels[q] as usize;
+                    pixel[r].add(maj[g], gt);
+                    let named = if maj[g] == 0 { 0 } else { argmax(&sims[g]) + 1 };
+                    pixel[2 + r].add(named, gt);
+                }
+            }
+        }
         for &c in &present {
             let obj: Vec<bool> = patch_gt.iter().map(|&g| g == c).collect();
             kmeans_iou_sum += best_group_iou(&obj, &km, l);
@@ -362,6 +406,21 @@ fn main() -> anyhow::Result<()> {
     .zip(&oracle)
     {
         println!("patch-level mIoU, {what}: {:.1}", o.miou());
+    }
+    println!(
+        "pixel-level mIoU, every patch labelled with its majority ground truth: {:.1}",
+        grid_ceiling.miou()
+    );
+    for (what, o) in [
+        "the model's centers named by their majority ground truth, bilinear map",
+        format!("the same after {REFINE} refinement iterations").as_str(),
+        "background from the ground truth, objects by the nearest prompt, bilinear map",
+        format!("the same after {REFINE} refinement iterations").as_str(),
+    ]
+    .iter()
+    .zip(&pixel)
+    {
+        println!("pixel-level mIoU, {what}: {:.1}", o.miou());
     }
     println!(
         "centers used per scene {:.2}; background-majority centers {:.2} per scene",

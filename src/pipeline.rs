@@ -54,6 +54,7 @@ struct Summary<'a> {
     crops: usize,
     background_threshold: Option<f32>,
     background_score: Option<&'static str>,
+    refine_iterations: usize,
     templates: &'static str,
     classes: Vec<ClassShare>,
     timings_ms: serde_json::Value,
@@ -79,6 +80,7 @@ impl Segmenter {
             options.decode.bg_thresh = Some(t);
             options.decode.bg_score = model.bg_score;
         }
+        options.decode.refine = model.refine;
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
             model,
@@ -174,6 +176,7 @@ impl Segmenter {
                 .decode
                 .bg_thresh
                 .map(|_| self.options.decode.bg_score.name()),
+            refine_iterations: self.options.decode.refine,
             templates: match self.templates {
                 Templates::Simple => "simple",
                 Templates::Full => "full",

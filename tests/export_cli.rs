@@ -1,5 +1,5 @@
 //! `segclip export --bg-thresh` records the background threshold a checkpoint was calibrated
-//! for in its safetensors metadata; `segment` uses it unless told otherwise, `eval` says so, a
+//! for in its safetensors metadata (and `--refine` the refinement it was calibrated with); `segment` uses it unless told otherwise, `eval` says so, a
 //! re-export keeps it, and a bad value is an error that names it. Runs the `segclip` binary.
 
 use std::collections::HashMap;
@@ -33,6 +33,22 @@ fn segment_threshold(dir: &Path, weights: &Path, extra: &[&str]) -> Option<f64> 
 
 /// The threshold and score `segment` wrote into its JSON summary.
 fn segment_background(dir: &Path, weights: &Path, extra: &[&str]) -> (Option<f64>, String) {
+    let j = segment_summary(dir, weights, extra);
+    (
+        j["background_threshold"].as_f64(),
+        j["background_score"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// The refinement iterations `segment` wrote into its JSON summary.
+fn segment_refine(dir: &Path, weights: &Path, extra: &[&str]) -> u64 {
+    segment_summary(dir, weights, extra)["refine_iterations"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `segment`'s JSON summary of the first sample with `extra` arguments.
+fn segment_summary(dir: &Path, weights: &Path, extra: &[&str]) -> serde_json::Value {
     let image = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/datasets/samples/synth-scene-0.png"
@@ -51,13 +67,7 @@ fn segment_background(dir: &Path, weights: &Path, extra: &[&str]) -> (Option<f64
     ];
     args.extend_from_slice(extra);
     ok(&args);
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("synth-scene-0.json")).unwrap())
-            .unwrap();
-    (
-        j["background_threshold"].as_f64(),
-        j["background_score"].as_str().unwrap_or("").to_string(),
-    )
+    serde_json::from_str(&std::fs::read_to_string(out.join("synth-scene-0.json")).unwrap()).unwrap()
 }
 
 #[test]
@@ -185,6 +195,49 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         "{text}"
     );
 
+    // The refinement the threshold was calibrated with travels too, and a re-export that
+    // gives none keeps it.
+    let refined = p("refined.safetensors");
+    let text = ok(&[
+        "export",
+        "--weights",
+        &s(&cosine),
+        "--out",
+        &s(&refined),
+        "--refine",
+        "10",
+    ]);
+    assert!(
+        text.contains("background threshold 0.5 on cosine, 10 refinement iterations"),
+        "{text}"
+    );
+    assert_eq!(segment_refine(&dir, &refined, &[]), 10);
+    assert_eq!(segment_refine(&dir, &refined, &["--refine", "0"]), 0);
+    assert_eq!(segment_refine(&dir, &cosine, &[]), 0);
+    let refined_again = p("refined-again.safetensors");
+    ok(&[
+        "export",
+        "--weights",
+        &s(&refined),
+        "--out",
+        &s(&refined_again),
+    ]);
+    assert_eq!(segment_refine(&dir, &refined_again, &[]), 10);
+    let text = ok(&[
+        "eval",
+        "--dataset",
+        "synth",
+        "--count",
+        "2",
+        "--size",
+        "64",
+        "--weights",
+        &s(&refined),
+        "--out",
+        &s(&p("eval")),
+    ]);
+    assert!(text.contains("calibrated with --refine 10"), "{text}");
+
     // Bad values are named.
     let (code, text) = segclip(&[
         "export",
@@ -226,6 +279,32 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("segclip.bg_thresh") && text.contains("high"),
+        "{text}"
+    );
+    let junk = p("junk-refine.safetensors");
+    segclip::vit::weights::save_safetensors(
+        &sd.tensors,
+        Some(HashMap::from([(
+            segclip::group::REFINE_KEY.to_string(),
+            "-3".to_string(),
+        )])),
+        &junk,
+    )
+    .unwrap();
+    let (code, text) = segclip(&[
+        "segment",
+        "--image",
+        image,
+        "--classes",
+        "red circle",
+        "--weights",
+        &s(&junk),
+        "--out",
+        &s(&p("seg")),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("segclip.refine") && text.contains("-3"),
         "{text}"
     );
     std::fs::remove_dir_all(dir).ok();

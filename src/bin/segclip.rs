@@ -105,6 +105,11 @@ enum Command {
         /// `cosine`); needs --bg-thresh.
         #[arg(long, requires = "bg_thresh", value_parser = ["probability", "cosine"])]
         bg_score: Option<String>,
+        /// Record the iterations of pixel-adaptive refinement that threshold was calibrated
+        /// with (docs/deviations.md item 17); 0 records the official decode. Without it, a
+        /// count already in the input's metadata is kept.
+        #[arg(long)]
+        refine: Option<usize>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -144,6 +149,11 @@ struct SegmentArgs {
     /// Give every pixel a class: no background.
     #[arg(long, conflicts_with_all = ["bg_thresh", "bg_score"])]
     no_background: bool,
+    /// Iterations of pixel-adaptive refinement of the regions along the image's edges
+    /// (docs/deviations.md item 17; 0 = the official decode). Default: the weights' calibrated
+    /// choice, else 0.
+    #[arg(long)]
+    refine: Option<usize>,
     /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
@@ -388,6 +398,10 @@ struct EvalArgs {
     /// Crop, stride and short side (default: the model's image size).
     #[arg(long)]
     crop: Option<usize>,
+    /// Iterations of pixel-adaptive refinement of the regions along the image's edges
+    /// (docs/deviations.md item 17); without it, 0: the official decode.
+    #[arg(long)]
+    refine: Option<usize>,
     /// Folder for eval.json and eval.csv.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -409,6 +423,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         bg_score: a.bg_score.clone(),
         templates: a.templates.clone(),
         crop: a.crop,
+        refine: a.refine.unwrap_or(0),
     };
     let bar = indicatif::ProgressBar::new(0);
     let report = spec.run(&model, &mut |i, n| {
@@ -451,6 +466,12 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
             model.bg_score.name()
         ),
         _ => segclip::out!("background threshold {thr} on {score}"),
+    }
+    if a.refine.is_none() && model.refine > 0 {
+        segclip::out!(
+            "no refinement (the official decode); these weights are calibrated with --refine {}",
+            model.refine
+        );
     }
     segclip::io::create_dir(&a.out)?;
     segclip::io::write_atomic(&a.out.join("eval.json"), |w| {
@@ -495,6 +516,7 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
     if let Some(score) = &a.bg_score {
         seg.options.decode.bg_score = score.parse().map_err(anyhow::Error::msg)?;
     }
+    seg.options.decode.refine = a.refine.unwrap_or(seg.options.decode.refine);
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
             .unwrap()
@@ -589,6 +611,7 @@ fn run(cli: Cli) -> Result<()> {
             half,
             bg_thresh,
             bg_score,
+            refine,
         } => {
             if let Some(t) = bg_thresh {
                 anyhow::ensure!(
@@ -620,15 +643,22 @@ fn run(cli: Cli) -> Result<()> {
             for (k, _) in &required {
                 tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
             }
-            let metadata = bg_thresh.map(|t| {
-                std::collections::HashMap::from([
-                    (segclip::group::BG_THRESH_KEY.to_string(), t.to_string()),
-                    (
-                        segclip::group::BG_SCORE_KEY.to_string(),
-                        bg_score.name().to_string(),
-                    ),
-                ])
-            });
+            let refine = match refine {
+                Some(r) => r,
+                None => segclip::group::model::metadata_refine(&sd)?,
+            };
+            let mut metadata = std::collections::HashMap::new();
+            if let Some(t) = bg_thresh {
+                metadata.insert(segclip::group::BG_THRESH_KEY.to_string(), t.to_string());
+                metadata.insert(
+                    segclip::group::BG_SCORE_KEY.to_string(),
+                    bg_score.name().to_string(),
+                );
+            }
+            if refine > 0 {
+                metadata.insert(segclip::group::REFINE_KEY.to_string(), refine.to_string());
+            }
+            let metadata = (!metadata.is_empty()).then_some(metadata);
             segclip::vit::weights::save_safetensors(&tensors, metadata, &out)?;
             segclip::out!(
                 "wrote {} ({} tensors{}{})",
@@ -638,7 +668,11 @@ fn run(cli: Cli) -> Result<()> {
                 bg_thresh.map_or(String::new(), |t| format!(
                     ", background threshold {t} on {}",
                     bg_score.name()
-                ))
+                )) + &if refine > 0 {
+                    format!(", {refine} refinement iterations")
+                } else {
+                    String::new()
+                }
             );
         }
         Command::Synth {

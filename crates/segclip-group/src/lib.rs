@@ -30,4 +30,4 @@ pub use config::{DecoderConfig, GroupConfig, SegClipConfig};
 pub use error::{Error, Result};
 pub use group::{GroupOutput, SemanticGroup};
 pub use masked::{MaskedBranch, MaskedOutput};
-pub use model::{SegClip, SegClipVisual, VisualOutput, BG_SCORE_KEY, BG_THRESH_KEY};
+pub use model::{SegClip, SegClipVisual, VisualOutput, BG_SCORE_KEY, BG_THRESH_KEY, REFINE_KEY};

@@ -153,6 +153,9 @@ pub struct SegClip {
     /// What that threshold is compared with ([`BG_SCORE_KEY`]; the official probability when
     /// absent).
     pub bg_score: BgScore,
+    /// Iterations of pixel-adaptive refinement the decode was calibrated with ([`REFINE_KEY`];
+    /// 0, the official decode, when absent).
+    pub refine: usize,
     cfg: SegClipConfig,
 }
 
@@ -160,6 +163,23 @@ pub struct SegClip {
 pub const BG_THRESH_KEY: &str = "segclip.bg_thresh";
 /// The metadata key of what the threshold is compared with: `probability` or `cosine`.
 pub const BG_SCORE_KEY: &str = "segclip.bg_score";
+
+/// The metadata key of the refinement iterations the threshold was calibrated with.
+pub const REFINE_KEY: &str = "segclip.refine";
+
+/// The refinement iterations in `sd`'s metadata (0 when absent).
+pub fn metadata_refine(sd: &StateDict) -> Result<usize> {
+    match sd.metadata.get(REFINE_KEY) {
+        None => Ok(0),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| {
+            crate::Error::Config(format!(
+                "{}: metadata `{REFINE_KEY}` = `{v}` is not a count of iterations; re-export the \
+                 weights with `segclip export --refine N`",
+                sd.source
+            ))
+        }),
+    }
+}
 
 /// The calibrated background threshold and score in `sd`'s metadata (`None` and the official
 /// probability when absent); an error naming the file when they are malformed.
@@ -199,6 +219,7 @@ impl SegClip {
             logit_scale: clip.get((), "logit_scale")?,
             bg_thresh: None,
             bg_score: BgScore::Probability,
+            refine: 0,
             cfg: cfg.clone(),
         })
     }
@@ -209,8 +230,9 @@ impl SegClip {
         let (required, optional) = cfg.keys();
         sd.check(&required, &optional)?;
         let (bg_thresh, bg_score) = metadata_background(&sd)?;
+        let refine = metadata_refine(&sd)?;
         let mut model = Self::new(sd.into_var_builder(device), cfg)?;
-        (model.bg_thresh, model.bg_score) = (bg_thresh, bg_score);
+        (model.bg_thresh, model.bg_score, model.refine) = (bg_thresh, bg_score, refine);
         Ok(model)
     }
 

@@ -192,6 +192,8 @@ pub struct EvalSpec {
     pub templates: String,
     /// Crop, stride and short side (default: the model's image size).
     pub crop: Option<usize>,
+    /// Iterations of pixel-adaptive refinement of the assignment (0: off, the official decode).
+    pub refine: usize,
 }
 
 impl Default for EvalSpec {
@@ -210,6 +212,7 @@ impl Default for EvalSpec {
             bg_score: "probability".into(),
             templates: "simple".into(),
             crop: None,
+            refine: 0,
         }
     }
 }
@@ -326,6 +329,7 @@ impl EvalSpec {
         let bg_thresh = self.bg_thresh.unwrap_or(official_bg);
         opts.decode.bg_thresh = Some(bg_thresh);
         opts.decode.topk = self.topk;
+        opts.decode.refine = self.refine;
         opts.decode.bg_score = self
             .bg_score
             .parse()

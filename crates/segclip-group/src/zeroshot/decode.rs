@@ -59,6 +59,9 @@ pub struct DecodeOptions {
     pub bg_thresh: Option<f32>,
     /// What `bg_thresh` is compared with.
     pub bg_score: BgScore,
+    /// Iterations of pixel-adaptive refinement of the assignment map (0: off, the official
+    /// decode; [`super::refine`]).
+    pub refine: usize,
 }
 
 impl Default for DecodeOptions {
@@ -67,6 +70,7 @@ impl Default for DecodeOptions {
             topk: 5,
             bg_thresh: Some(0.8),
             bg_score: BgScore::Probability,
+            refine: 0,
         }
     }
 }
@@ -111,6 +115,22 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Pixel → center: the argmax over the `l` planes of `amap`.
+fn argmax_centers(amap: &[f32], l: usize) -> Vec<u32> {
+    let n = amap.len() / l.max(1);
+    (0..n)
+        .map(|p| {
+            let mut best = 0;
+            for c in 1..l {
+                if amap[c * n + p] > amap[best * n + p] {
+                    best = c;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
 /// Decode one crop. `soft` (L, gh, gw) row-major; `region_emb` (L, D); `image_emb` (D);
 /// `text` (K, D) already L2-normalised; `scale` = min(exp(logit_scale), 100); `size` the crop's
 /// (h, w) in pixels.
@@ -130,16 +150,7 @@ pub fn decode_crop(
     let k = text.len() / d;
     let (h, w) = size;
     let amap = bilinear_chw(soft, (l, grid.0, grid.1), (h, w));
-    let mut group = vec![0u32; h * w];
-    for (p, gr) in group.iter_mut().enumerate() {
-        let mut best = 0;
-        for c in 1..l {
-            if amap[c * h * w + p] > amap[best * h * w + p] {
-                best = c;
-            }
-        }
-        *gr = best as u32;
-    }
+    let group = argmax_centers(&amap, l);
     let t_rows: Vec<&[f32]> = text.chunks(d).collect();
     let mut g = vec![0f32; l * k];
     for c in 0..l {
@@ -204,6 +215,14 @@ pub fn decode_crop(
 }
 
 impl CropDecode {
+    /// Move the assignment map along the edges of the crop's `image` (3, h, w), planar, by
+    /// `iters` steps of [`refine`](super::refine::refine), and reassign the pixels.
+    pub fn refine(&mut self, image: &[f32], iters: usize) {
+        let (h, w) = self.size;
+        super::refine::refine(&mut self.amap, self.centers, image, (3, h, w), iters);
+        self.group = argmax_centers(&self.amap, self.centers);
+    }
+
     /// Score of channel `ch` (0 = background, 1 + k = class k) at pixel index `p`.
     #[inline]
     pub fn logit(&self, ch: usize, p: usize) -> f32 {
@@ -296,6 +315,7 @@ mod tests {
                 topk: 3,
                 bg_thresh: Some(0.6),
                 bg_score,
+                refine: 0,
             };
             decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts)
         };
@@ -314,6 +334,7 @@ mod tests {
             topk: 3,
             bg_thresh: Some(1.5),
             bg_score: BgScore::Cosine,
+            refine: 0,
         };
         let c = decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts);
         assert_eq!(c.center_is_bg, vec![true, false, true]);

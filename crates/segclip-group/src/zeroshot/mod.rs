@@ -3,6 +3,7 @@
 
 pub mod classes;
 pub mod decode;
+pub mod refine;
 pub mod resize;
 pub mod segmenter;
 pub mod templates;

@@ -5,6 +5,7 @@
 //! img   = cv2-bilinear rescale (short side 224, long side ≤ 2048); x = CLIP-normalise(img)
 //! for each window (crop 224, stride 224, last window snapped to the border):
 //!     preds[:, window] += decode(crop);  count[window] += 1     (crops run as batches)
+//!     (with `refine` > 0, decode's assignment map first follows the crop's edges: refine.rs)
 //! preds /= count;  seg = argmax_c bilinear(preds → input size)
 //! ```
 
@@ -223,7 +224,7 @@ pub fn segment(
                 .map(|&(y, x, ch, cw)| full.narrow(2, y, ch)?.narrow(3, x, cw))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let batch = Tensor::cat(&crops, 0)?;
-            let decoded = run_crops(
+            let mut decoded = run_crops(
                 model,
                 &batch,
                 &text_v,
@@ -236,6 +237,12 @@ pub fn segment(
             )?;
             timings.visual_ms += t1.elapsed().as_secs_f64() * 1e3;
             let t2 = Instant::now();
+            if opts.decode.refine > 0 {
+                let px: Vec<f32> = batch.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                for (dec, img) in decoded.iter_mut().zip(px.chunks(px.len() / chunk.len())) {
+                    dec.refine(img, opts.decode.refine);
+                }
+            }
             for (&(y, x, ch, cw), dec) in chunk.iter().zip(&decoded) {
                 if done == 0 {
                     if let Some(t) = trace.as_deref_mut() {
