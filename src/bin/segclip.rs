@@ -451,6 +451,11 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         report.miou() * 100.0,
         report.images
     );
+    let [kept, fp, missed, misnamed, right] = report.acc.outcomes.percent();
+    segclip::out!(
+        "pixels: background kept {kept:.1}%, background called an object {fp:.1}%, objects \
+         called background {missed:.1}%, objects misnamed {misnamed:.1}%, objects right {right:.1}%"
+    );
     if let Some((seen, held)) = report.seen_held_out {
         segclip::out!(
             "seen classes (with background) mIoU {:.2}; held-out combinations mIoU {:.2}",

@@ -13,11 +13,49 @@ use segclip_group::SegClip;
 
 use crate::{Error, Result};
 
-/// mmseg's `intersect_and_union`, accumulated.
+/// mmseg's `intersect_and_union`, accumulated, and where the pixels went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IouAccumulator {
     pub intersect: Vec<u64>,
     pub union: Vec<u64>,
+    pub outcomes: PixelOutcomes,
+}
+
+/// Scored pixels (ground truth 255 left out) by what became of them, class 0 being the
+/// background: which part of the error is the background decision and which the naming.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PixelOutcomes {
+    pub background_kept: u64,
+    pub background_as_object: u64,
+    pub object_as_background: u64,
+    pub object_misnamed: u64,
+    pub object_right: u64,
+}
+
+impl PixelOutcomes {
+    fn add(&mut self, pred: usize, gt: usize) {
+        let slot = match (gt, pred) {
+            (0, 0) => &mut self.background_kept,
+            (0, _) => &mut self.background_as_object,
+            (_, 0) => &mut self.object_as_background,
+            (g, p) if g == p => &mut self.object_right,
+            _ => &mut self.object_misnamed,
+        };
+        *slot += 1;
+    }
+
+    /// Each outcome in percent of the scored pixels, in field order.
+    pub fn percent(&self) -> [f64; 5] {
+        let v = [
+            self.background_kept,
+            self.background_as_object,
+            self.object_as_background,
+            self.object_misnamed,
+            self.object_right,
+        ];
+        let n = v.iter().sum::<u64>().max(1) as f64;
+        v.map(|x| 100.0 * x as f64 / n)
+    }
 }
 
 impl IouAccumulator {
@@ -25,6 +63,7 @@ impl IouAccumulator {
         Self {
             intersect: vec![0; classes],
             union: vec![0; classes],
+            outcomes: PixelOutcomes::default(),
         }
     }
 
@@ -38,6 +77,7 @@ impl IouAccumulator {
                 continue;
             }
             let (p, g) = (p as usize, g as usize);
+            self.outcomes.add(p, g);
             if g < k {
                 area_gt[g] += 1;
             }
@@ -241,6 +281,7 @@ impl EvalReport {
             "images": self.images,
             "miou": self.miou(),
             "bg_thresh": self.bg_thresh,
+            "pixels": self.acc.outcomes,
             "per_class": self.classes.iter().zip(&iou)
                 .map(|(n, v)| serde_json::json!({"class": n, "iou": v}))
                 .collect::<Vec<_>>(),
@@ -388,6 +429,23 @@ mod tests {
         let iou = acc.iou();
         assert_eq!(iou, vec![Some(1.0 / 3.0), Some(2.0 / 3.0), Some(0.0)]);
         assert!((acc.miou() - 1.0 / 3.0).abs() < 1e-12);
+        // Of the five scored pixels: one background kept, one called class 1, one object (2)
+        // called background, two objects right.
+        let o = acc.outcomes;
+        assert_eq!(
+            [
+                o.background_kept,
+                o.background_as_object,
+                o.object_as_background,
+                o.object_misnamed,
+                o.object_right
+            ],
+            [1, 1, 1, 0, 2]
+        );
+        assert_eq!(o.percent(), [20.0, 20.0, 20.0, 0.0, 40.0]);
+        let mut acc = IouAccumulator::new(3);
+        acc.add(&[2], &[1]);
+        assert_eq!(acc.outcomes.object_misnamed, 1);
         // A class absent from both prediction and ground truth is excluded from the mean.
         let mut acc = IouAccumulator::new(4);
         acc.add(&[1, 1], &[1, 1]);
