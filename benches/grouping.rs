@@ -1,5 +1,6 @@
 //! Criterion benches of the semantic group module at ViT-B/16 size (B = 1 and 8, N = 196 and
-//! 784) and of the whole SegCLIP visual forward, on seeded weights.
+//! 784), of the whole SegCLIP visual forward, on seeded weights, and of the decode's refinement
+//! of one crop's 8-center assignment map (10 iterations, `--refine 10`) at 112 and 224 pixels.
 //!
 //! `cargo bench --bench grouping`
 
@@ -39,6 +40,21 @@ fn bench(c: &mut Criterion) {
                     .image_emb
                     .to_vec2::<f32>()
                     .unwrap()
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("refine");
+    g.sample_size(10);
+    for size in [112usize, 224] {
+        let n = size * size;
+        let image: Vec<f32> = (0..3 * n).map(|i| ((i * 7919) % 251) as f32 / 251.0).collect();
+        let amap: Vec<f32> = (0..8 * n).map(|i| ((i * 104729) % 97) as f32 / 97.0).collect();
+        g.bench_with_input(BenchmarkId::new("iters10", size), &size, |bench, &size| {
+            bench.iter(|| {
+                let mut m = amap.clone();
+                segclip::group::zeroshot::refine::refine(&mut m, 8, &image, (3, size, size), 10);
+                m
             })
         });
     }
