@@ -48,8 +48,12 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for size in [112usize, 224] {
         let n = size * size;
-        let image: Vec<f32> = (0..3 * n).map(|i| ((i * 7919) % 251) as f32 / 251.0).collect();
-        let amap: Vec<f32> = (0..8 * n).map(|i| ((i * 104729) % 97) as f32 / 97.0).collect();
+        let image: Vec<f32> = (0..3 * n)
+            .map(|i| ((i * 7919) % 251) as f32 / 251.0)
+            .collect();
+        let amap: Vec<f32> = (0..8 * n)
+            .map(|i| ((i * 104729) % 97) as f32 / 97.0)
+            .collect();
         g.bench_with_input(BenchmarkId::new("iters10", size), &size, |bench, &size| {
             bench.iter(|| {
                 let mut m = amap.clone();
