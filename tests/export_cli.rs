@@ -177,19 +177,22 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert_eq!(segment_threshold(&dir, &again, &[]), Some(0.25));
 
     // `eval` keeps the dataset's official value and says what the weights recommend.
-    let text = ok(&[
-        "eval",
-        "--dataset",
-        "synth",
-        "--count",
-        "2",
-        "--size",
-        "64",
-        "--weights",
-        &s(&calibrated),
-        "--out",
-        &s(&p("eval")),
-    ]);
+    let eval = |weights: &PathBuf| {
+        ok(&[
+            "eval",
+            "--dataset",
+            "synth",
+            "--count",
+            "2",
+            "--size",
+            "64",
+            "--weights",
+            &s(weights),
+            "--out",
+            &s(&p("eval")),
+        ])
+    };
+    let text = eval(&calibrated);
     assert!(
         text.contains("--bg-thresh 0.25 --bg-score probability: pass them"),
         "{text}"
@@ -223,19 +226,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         &s(&refined_again),
     ]);
     assert_eq!(segment_refine(&dir, &refined_again, &[]), 10);
-    let text = ok(&[
-        "eval",
-        "--dataset",
-        "synth",
-        "--count",
-        "2",
-        "--size",
-        "64",
-        "--weights",
-        &s(&refined),
-        "--out",
-        &s(&p("eval")),
-    ]);
+    let text = eval(&refined);
     assert!(text.contains("calibrated with --refine 10"), "{text}");
 
     // Bad values are named.
@@ -251,61 +242,35 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("[0, 1]"), "{text}");
     assert!(!p("bad.safetensors").exists());
-    let junk = p("junk-meta.safetensors");
-    segclip::vit::weights::save_safetensors(
-        &sd.tensors,
-        Some(HashMap::from([(
-            segclip::group::BG_THRESH_KEY.to_string(),
-            "high".to_string(),
-        )])),
-        &junk,
-    )
-    .unwrap();
+    // Malformed metadata is an error that names the key and the value.
     let image = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/datasets/samples/synth-scene-0.png"
     );
-    let (code, text) = segclip(&[
-        "segment",
-        "--image",
-        image,
-        "--classes",
-        "red circle",
-        "--weights",
-        &s(&junk),
-        "--out",
-        &s(&p("seg")),
-    ]);
-    assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("segclip.bg_thresh") && text.contains("high"),
-        "{text}"
-    );
-    let junk = p("junk-refine.safetensors");
-    segclip::vit::weights::save_safetensors(
-        &sd.tensors,
-        Some(HashMap::from([(
-            segclip::group::REFINE_KEY.to_string(),
-            "-3".to_string(),
-        )])),
-        &junk,
-    )
-    .unwrap();
-    let (code, text) = segclip(&[
-        "segment",
-        "--image",
-        image,
-        "--classes",
-        "red circle",
-        "--weights",
-        &s(&junk),
-        "--out",
-        &s(&p("seg")),
-    ]);
-    assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("segclip.refine") && text.contains("-3"),
-        "{text}"
-    );
+    for (key, value) in [
+        (segclip::group::BG_THRESH_KEY, "high"),
+        (segclip::group::REFINE_KEY, "-3"),
+    ] {
+        let junk = p(&format!("junk-{key}.safetensors"));
+        segclip::vit::weights::save_safetensors(
+            &sd.tensors,
+            Some(HashMap::from([(key.to_string(), value.to_string())])),
+            &junk,
+        )
+        .unwrap();
+        let (code, text) = segclip(&[
+            "segment",
+            "--image",
+            image,
+            "--classes",
+            "red circle",
+            "--weights",
+            &s(&junk),
+            "--out",
+            &s(&p("seg")),
+        ]);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains(key) && text.contains(value), "{text}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
