@@ -55,6 +55,7 @@ struct Summary<'a> {
     background_threshold: Option<f32>,
     background_score: Option<&'static str>,
     refine_iterations: usize,
+    claim_margin: Option<f32>,
     templates: &'static str,
     classes: Vec<ClassShare>,
     timings_ms: serde_json::Value,
@@ -74,13 +75,9 @@ impl Segmenter {
             stride: side,
             ..Default::default()
         };
-        // Weights calibrated for their own background threshold carry it (`segclip export
-        // --bg-thresh`); the others get the official VOC value.
-        if let Some(t) = model.bg_thresh {
-            options.decode.bg_thresh = Some(t);
-            options.decode.bg_score = model.bg_score;
-        }
-        options.decode.refine = model.refine;
+        // Weights calibrated for their own decode carry it (`segclip export`); the others get
+        // the official VOC threshold.
+        model.calibration.apply(&mut options.decode);
         Ok(Self {
             classifier: TextClassifier::new(model.config().text.context_length)?,
             model,
@@ -177,6 +174,7 @@ impl Segmenter {
                 .bg_thresh
                 .map(|_| self.options.decode.bg_score.name()),
             refine_iterations: self.options.decode.refine,
+            claim_margin: self.options.decode.claim,
             templates: match self.templates {
                 Templates::Simple => "simple",
                 Templates::Full => "full",

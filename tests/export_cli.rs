@@ -1,6 +1,8 @@
 //! `segclip export --bg-thresh` records the background threshold a checkpoint was calibrated
-//! for in its safetensors metadata (and `--refine` the refinement it was calibrated with); `segment` uses it unless told otherwise, `eval` says so, a
-//! re-export keeps it, and a bad value is an error that names it. Runs the `segclip` binary.
+//! for in its safetensors metadata (and `--refine` and `--claim-margin` the refinement and the
+//! claim margin it was calibrated with); `segment` uses them unless told otherwise, `eval` says
+//! so, a re-export keeps them, and a bad value is an error that names it. Runs the `segclip`
+//! binary.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,11 @@ fn segment_refine(dir: &Path, weights: &Path, extra: &[&str]) -> u64 {
     segment_summary(dir, weights, extra)["refine_iterations"]
         .as_u64()
         .unwrap()
+}
+
+/// The claim margin `segment` wrote into its JSON summary.
+fn segment_claim(dir: &Path, weights: &Path, extra: &[&str]) -> Option<f64> {
+    segment_summary(dir, weights, extra)["claim_margin"].as_f64()
 }
 
 /// `segment`'s JSON summary of the first sample with `extra` arguments.
@@ -99,7 +106,10 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         "--bg-thresh",
         "0.25",
     ]);
-    assert!(text.contains("background threshold 0.25"), "{text}");
+    assert!(
+        text.contains("calibrated for --bg-thresh 0.25 --bg-score probability"),
+        "{text}"
+    );
     assert_eq!(segment_threshold(&dir, &calibrated, &[]), Some(0.25));
     assert_eq!(
         segment_threshold(&dir, &calibrated, &["--bg-thresh", "0.6"]).map(|t| (t * 1e6).round()),
@@ -110,7 +120,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         None
     );
     let model = segclip::group::SegClip::load(&s(&calibrated), &Device::Cpu).unwrap();
-    assert_eq!(model.bg_thresh, Some(0.25));
+    assert_eq!(model.calibration.bg_thresh, Some(0.25));
 
     // Exported files are readable as any file the user creates (the safetensors crate's
     // temporary files are 0600).
@@ -138,7 +148,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         "cosine",
     ]);
     assert!(
-        text.contains("background threshold 0.5 on cosine"),
+        text.contains("calibrated for --bg-thresh 0.5 --bg-score cosine"),
         "{text}"
     );
     assert_eq!(
@@ -211,7 +221,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         "10",
     ]);
     assert!(
-        text.contains("background threshold 0.5 on cosine, 10 refinement iterations"),
+        text.contains("calibrated for --bg-thresh 0.5 --bg-score cosine --refine 10"),
         "{text}"
     );
     assert_eq!(segment_refine(&dir, &refined, &[]), 10);
@@ -227,7 +237,33 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     ]);
     assert_eq!(segment_refine(&dir, &refined_again, &[]), 10);
     let text = eval(&refined);
-    assert!(text.contains("calibrated with --refine 10"), "{text}");
+    assert!(
+        text.contains("calibrated for --bg-thresh 0.5 --bg-score cosine --refine 10: pass them"),
+        "{text}"
+    );
+
+    // So does the claim margin; `--no-background` turns it off with the background.
+    let claimed = p("claimed.safetensors");
+    let text = ok(&[
+        "export",
+        "--weights",
+        &s(&refined),
+        "--out",
+        &s(&claimed),
+        "--claim-margin",
+        "0.02",
+    ]);
+    assert!(text.contains("--refine 10 --claim-margin 0.02"), "{text}");
+    let near = |v: Option<f64>| v.map(|m| (m * 1e6).round());
+    assert_eq!(near(segment_claim(&dir, &claimed, &[])), Some(20000.0));
+    assert_eq!(
+        near(segment_claim(&dir, &claimed, &["--claim-margin", "0"])),
+        Some(0.0)
+    );
+    assert_eq!(segment_claim(&dir, &claimed, &["--no-background"]), None);
+    assert_eq!(segment_claim(&dir, &refined, &[]), None);
+    let text = eval(&claimed);
+    assert!(text.contains("--claim-margin 0.02: pass them"), "{text}");
 
     // Bad values are named.
     let (code, text) = segclip(&[
@@ -242,6 +278,18 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("[0, 1]"), "{text}");
     assert!(!p("bad.safetensors").exists());
+    let (code, text) = segclip(&[
+        "export",
+        "--weights",
+        &s(&plain),
+        "--out",
+        &s(&p("bad.safetensors")),
+        "--claim-margin",
+        "1.5",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--claim-margin 1.5"), "{text}");
+    assert!(!p("bad.safetensors").exists());
     // Malformed metadata is an error that names the key and the value.
     let image = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -250,6 +298,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     for (key, value) in [
         (segclip::group::BG_THRESH_KEY, "high"),
         (segclip::group::REFINE_KEY, "-3"),
+        (segclip::group::CLAIM_KEY, "wide"),
     ] {
         let junk = p(&format!("junk-{key}.safetensors"));
         segclip::vit::weights::save_safetensors(

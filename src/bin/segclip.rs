@@ -110,6 +110,10 @@ enum Command {
         /// count already in the input's metadata is kept.
         #[arg(long)]
         refine: Option<usize>,
+        /// Record the claim margin that threshold was calibrated with (docs/deviations.md
+        /// item 18). Without it, a margin already in the input's metadata is kept.
+        #[arg(long)]
+        claim_margin: Option<f32>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -154,6 +158,11 @@ struct SegmentArgs {
     /// choice, else 0.
     #[arg(long)]
     refine: Option<usize>,
+    /// Claim margin: a region is background when its cosine to its class is more than this
+    /// under the best region's of the crop for that class (docs/deviations.md item 18).
+    /// Default: the weights' calibrated choice, else off (the official decode).
+    #[arg(long, conflicts_with = "no_background")]
+    claim_margin: Option<f32>,
     /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
@@ -402,6 +411,10 @@ struct EvalArgs {
     /// (docs/deviations.md item 17); without it, 0: the official decode.
     #[arg(long)]
     refine: Option<usize>,
+    /// Claim margin (docs/deviations.md item 18): a region is background when its cosine to
+    /// its class is more than this under the crop's best region's for it; without it, off.
+    #[arg(long)]
+    claim_margin: Option<f32>,
     /// Folder for eval.json and eval.csv.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -424,6 +437,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         templates: a.templates.clone(),
         crop: a.crop,
         refine: a.refine.unwrap_or(0),
+        claim_margin: a.claim_margin,
     };
     let bar = indicatif::ProgressBar::new(0);
     let report = spec.run(&model, &mut |i, n| {
@@ -463,19 +477,28 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
             held * 100.0
         );
     }
-    let (thr, score) = (report.bg_thresh, a.bg_score.as_str());
-    match (a.bg_thresh, model.bg_thresh) {
-        (None, Some(t)) if (t, model.bg_score.name()) != (thr, score) => segclip::out!(
-            "background threshold {thr} on {score} (the dataset's official value); these weights \
-             are calibrated for --bg-thresh {t} --bg-score {}: pass them to use it",
-            model.bg_score.name()
-        ),
-        _ => segclip::out!("background threshold {thr} on {score}"),
-    }
-    if a.refine.is_none() && model.refine > 0 {
+    segclip::out!(
+        "background threshold {} on {}{}{}",
+        report.bg_thresh,
+        a.bg_score,
+        a.refine
+            .filter(|&r| r > 0)
+            .map_or(String::new(), |r| format!(", {r} refinement iterations")),
+        a.claim_margin
+            .map_or(String::new(), |m| format!(", claim margin {m}"))
+    );
+    let used = segclip::group::Calibration {
+        bg_thresh: Some(report.bg_thresh),
+        bg_score: a.bg_score.parse().map_err(anyhow::Error::msg)?,
+        refine: a.refine.unwrap_or(0),
+        claim: a.claim_margin,
+    };
+    let recorded = model.calibration;
+    if recorded != segclip::group::Calibration::default() && recorded.options() != used.options() {
         segclip::out!(
-            "no refinement (the official decode); these weights are calibrated with --refine {}",
-            model.refine
+            "these weights are calibrated for {}: pass them to use it (eval keeps the dataset's \
+             official decode unless told)",
+            recorded.options()
         );
     }
     segclip::io::create_dir(&a.out)?;
@@ -522,6 +545,15 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
         seg.options.decode.bg_score = score.parse().map_err(anyhow::Error::msg)?;
     }
     seg.options.decode.refine = a.refine.unwrap_or(seg.options.decode.refine);
+    if a.no_background {
+        seg.options.decode.claim = None;
+    } else if let Some(m) = a.claim_margin {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&m),
+            "--claim-margin {m}: a claim margin is a cosine difference in [0, 1]"
+        );
+        seg.options.decode.claim = Some(m);
+    }
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
             .unwrap()
@@ -617,25 +649,25 @@ fn run(cli: Cli) -> Result<()> {
             bg_thresh,
             bg_score,
             refine,
+            claim_margin,
         } => {
-            if let Some(t) = bg_thresh {
-                anyhow::ensure!(
-                    (0.0..=1.0).contains(&t),
-                    "--bg-thresh {t}: a background threshold is a probability or cosine in [0, 1]"
-                );
+            for (flag, v) in [("--bg-thresh", bg_thresh), ("--claim-margin", claim_margin)] {
+                if let Some(t) = v.filter(|t| !(0.0..=1.0).contains(t)) {
+                    anyhow::bail!("{flag} {t}: it is a probability or cosine in [0, 1]");
+                }
             }
             let device = candle_core::Device::Cpu;
             let sd = segclip::vit::StateDict::load(&weights, 10, &device)?;
-            let (bg_thresh, bg_score) = match bg_thresh {
-                Some(t) => (
-                    Some(t),
-                    bg_score
-                        .unwrap_or_else(|| "probability".into())
-                        .parse::<segclip::group::zeroshot::BgScore>()
-                        .map_err(anyhow::Error::msg)?,
-                ),
-                None => segclip::group::model::metadata_background(&sd)?,
-            };
+            let mut cal = segclip::group::Calibration::from_metadata(&sd)?;
+            if let Some(t) = bg_thresh {
+                cal.bg_thresh = Some(t);
+                cal.bg_score = bg_score
+                    .unwrap_or_else(|| "probability".into())
+                    .parse()
+                    .map_err(anyhow::Error::msg)?;
+            }
+            cal.refine = refine.unwrap_or(cal.refine);
+            cal.claim = claim_margin.or(cal.claim);
             let cfg = segclip::group::SegClipConfig::infer(&sd)?;
             let (required, optional) = cfg.keys();
             sd.check(&required, &optional)?;
@@ -648,35 +680,19 @@ fn run(cli: Cli) -> Result<()> {
             for (k, _) in &required {
                 tensors.insert(k.clone(), sd.tensors[k].to_dtype(dtype)?);
             }
-            let refine = match refine {
-                Some(r) => r,
-                None => segclip::group::model::metadata_refine(&sd)?,
-            };
-            let mut metadata = std::collections::HashMap::new();
-            if let Some(t) = bg_thresh {
-                metadata.insert(segclip::group::BG_THRESH_KEY.to_string(), t.to_string());
-                metadata.insert(
-                    segclip::group::BG_SCORE_KEY.to_string(),
-                    bg_score.name().to_string(),
-                );
-            }
-            if refine > 0 {
-                metadata.insert(segclip::group::REFINE_KEY.to_string(), refine.to_string());
-            }
+            let metadata = cal.to_metadata();
             let metadata = (!metadata.is_empty()).then_some(metadata);
             segclip::vit::weights::save_safetensors(&tensors, metadata, &out)?;
+            let options = cal.options();
             segclip::out!(
                 "wrote {} ({} tensors{}{})",
                 out.display(),
                 tensors.len(),
                 if half { ", float16" } else { "" },
-                bg_thresh.map_or(String::new(), |t| format!(
-                    ", background threshold {t} on {}",
-                    bg_score.name()
-                )) + &if refine > 0 {
-                    format!(", {refine} refinement iterations")
-                } else {
+                if options.is_empty() {
                     String::new()
+                } else {
+                    format!(", calibrated for {options}")
                 }
             );
         }

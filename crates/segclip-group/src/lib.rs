@@ -6,7 +6,8 @@
 //!
 //! - [`group`]: the learnable centers, cross-attention, hard assignment and region tokens;
 //! - [`model`]: the visual path around it and the whole model with its text tower;
-//! - [`zeroshot`]: class prompts, per-crop decoding and sliding-window inference.
+//! - [`zeroshot`]: class prompts, per-crop decoding and sliding-window inference;
+//! - [`calibration`]: the decode settings a checkpoint records in its metadata.
 //!
 //! ```no_run
 //! # fn main() -> segclip_group::Result<()> {
@@ -19,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod calibration;
 mod config;
 mod error;
 pub mod group;
@@ -26,8 +28,9 @@ pub mod masked;
 pub mod model;
 pub mod zeroshot;
 
+pub use calibration::{Calibration, BG_SCORE_KEY, BG_THRESH_KEY, CLAIM_KEY, REFINE_KEY};
 pub use config::{DecoderConfig, GroupConfig, SegClipConfig};
 pub use error::{Error, Result};
 pub use group::{GroupOutput, SemanticGroup};
 pub use masked::{MaskedBranch, MaskedOutput};
-pub use model::{SegClip, SegClipVisual, VisualOutput, BG_SCORE_KEY, BG_THRESH_KEY, REFINE_KEY};
+pub use model::{SegClip, SegClipVisual, VisualOutput};

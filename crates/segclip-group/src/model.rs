@@ -18,8 +18,8 @@ use candle_nn::VarBuilder;
 use segclip_vit::block::blocks;
 use segclip_vit::{ResidualBlock, StateDict, TextTransformer, Trace, VisionHead, VisionStem};
 
+use crate::calibration::Calibration;
 use crate::group::{GroupOutput, SemanticGroup};
-use crate::zeroshot::BgScore;
 use crate::{Result, SegClipConfig};
 
 /// The MAE decoder's fixed 2-D sin-cos position table (1 + grid², dim), flattened.
@@ -147,65 +147,10 @@ pub struct SegClip {
     pub visual: SegClipVisual,
     pub text: TextTransformer,
     pub logit_scale: Tensor,
-    /// The background threshold these weights were calibrated with, if their file says
-    /// (safetensors metadata [`BG_THRESH_KEY`], written by `segclip export --bg-thresh`).
-    pub bg_thresh: Option<f32>,
-    /// What that threshold is compared with ([`BG_SCORE_KEY`]; the official probability when
-    /// absent).
-    pub bg_score: BgScore,
-    /// Iterations of pixel-adaptive refinement the decode was calibrated with ([`REFINE_KEY`];
-    /// 0, the official decode, when absent).
-    pub refine: usize,
+    /// The decode settings these weights were calibrated with, if their file records them
+    /// (`segclip export`; the official decode otherwise).
+    pub calibration: Calibration,
     cfg: SegClipConfig,
-}
-
-/// The safetensors metadata key of a checkpoint's calibrated background threshold.
-pub const BG_THRESH_KEY: &str = "segclip.bg_thresh";
-/// The metadata key of what the threshold is compared with: `probability` or `cosine`.
-pub const BG_SCORE_KEY: &str = "segclip.bg_score";
-
-/// The metadata key of the refinement iterations the threshold was calibrated with.
-pub const REFINE_KEY: &str = "segclip.refine";
-
-/// The refinement iterations in `sd`'s metadata (0 when absent).
-pub fn metadata_refine(sd: &StateDict) -> Result<usize> {
-    match sd.metadata.get(REFINE_KEY) {
-        None => Ok(0),
-        Some(v) => v.trim().parse::<usize>().map_err(|_| {
-            crate::Error::Config(format!(
-                "{}: metadata `{REFINE_KEY}` = `{v}` is not a count of iterations; re-export the \
-                 weights with `segclip export --refine N`",
-                sd.source
-            ))
-        }),
-    }
-}
-
-/// The calibrated background threshold and score in `sd`'s metadata (`None` and the official
-/// probability when absent); an error naming the file when they are malformed.
-pub fn metadata_background(sd: &StateDict) -> Result<(Option<f32>, BgScore)> {
-    let bad = |what: String| {
-        crate::Error::Config(format!(
-            "{}: metadata {what}; re-export the weights with `segclip export --bg-thresh T \
-             [--bg-score probability|cosine]`",
-            sd.source
-        ))
-    };
-    let score = match sd.metadata.get(BG_SCORE_KEY) {
-        Some(v) => v
-            .parse::<BgScore>()
-            .map_err(|e| bad(format!("`{BG_SCORE_KEY}`: {e}")))?,
-        None => BgScore::Probability,
-    };
-    let Some(v) = sd.metadata.get(BG_THRESH_KEY) else {
-        return Ok((None, score));
-    };
-    match v.trim().parse::<f32>() {
-        Ok(t) if (0.0..=1.0).contains(&t) => Ok((Some(t), score)),
-        _ => Err(bad(format!(
-            "`{BG_THRESH_KEY}` = `{v}` is not a number in [0, 1]"
-        ))),
-    }
 }
 
 impl SegClip {
@@ -217,9 +162,7 @@ impl SegClip {
             visual: SegClipVisual::new(clip.pp("visual"), cfg)?,
             text: TextTransformer::new(clip.clone(), &cfg.text)?,
             logit_scale: clip.get((), "logit_scale")?,
-            bg_thresh: None,
-            bg_score: BgScore::Probability,
-            refine: 0,
+            calibration: Calibration::default(),
             cfg: cfg.clone(),
         })
     }
@@ -229,10 +172,9 @@ impl SegClip {
     pub fn from_state_dict(sd: StateDict, cfg: &SegClipConfig, device: &Device) -> Result<Self> {
         let (required, optional) = cfg.keys();
         sd.check(&required, &optional)?;
-        let (bg_thresh, bg_score) = metadata_background(&sd)?;
-        let refine = metadata_refine(&sd)?;
+        let calibration = Calibration::from_metadata(&sd)?;
         let mut model = Self::new(sd.into_var_builder(device), cfg)?;
-        (model.bg_thresh, model.bg_score, model.refine) = (bg_thresh, bg_score, refine);
+        model.calibration = calibration;
         Ok(model)
     }
 

@@ -234,6 +234,8 @@ pub struct EvalSpec {
     pub crop: Option<usize>,
     /// Iterations of pixel-adaptive refinement of the assignment (0: off, the official decode).
     pub refine: usize,
+    /// Claim margin (`docs/deviations.md` item 18; `None`: off, the official decode).
+    pub claim_margin: Option<f32>,
 }
 
 impl Default for EvalSpec {
@@ -253,6 +255,7 @@ impl Default for EvalSpec {
             templates: "simple".into(),
             crop: None,
             refine: 0,
+            claim_margin: None,
         }
     }
 }
@@ -318,6 +321,11 @@ impl EvalSpec {
         if let Err(e) = self.bg_score.parse::<segclip_group::zeroshot::BgScore>() {
             return Err(Error::Config(format!("eval: {e}")));
         }
+        if let Some(m) = self.claim_margin.filter(|m| !(0.0..=1.0).contains(m)) {
+            return Err(Error::Config(format!(
+                "eval claim margin {m} is not a cosine margin in [0, 1]"
+            )));
+        }
         if !["simple", "full", "identity"].contains(&self.templates.as_str()) {
             return Err(Error::Config(format!(
                 "eval templates `{}` is not simple, full or identity",
@@ -371,6 +379,7 @@ impl EvalSpec {
         opts.decode.bg_thresh = Some(bg_thresh);
         opts.decode.topk = self.topk;
         opts.decode.refine = self.refine;
+        opts.decode.claim = self.claim_margin;
         opts.decode.bg_score = self
             .bg_score
             .parse()
@@ -415,6 +424,15 @@ mod tests {
             ..Default::default()
         };
         assert!(e.validate().unwrap_err().to_string().contains("root"));
+        let e = EvalSpec {
+            claim_margin: Some(2.0),
+            ..Default::default()
+        };
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("claim margin 2"));
     }
 
     #[test]
