@@ -12,9 +12,11 @@ fn embedded_default_segments_a_sample() {
     )
     .unwrap();
     assert_eq!(s.model.config().vision.image_size, 112);
-    // Its file records the decode it was calibrated with (docs/deviations.md items 16, 17).
-    assert_eq!(s.options.decode.bg_thresh, Some(0.44));
+    // Its file records the decode it was calibrated with (docs/deviations.md items 16–18).
+    assert_eq!(s.options.decode.bg_thresh, Some(0.4));
+    assert_eq!(s.options.decode.bg_score, segclip::group::zeroshot::BgScore::Cosine);
     assert_eq!(s.options.decode.refine, 10);
+    assert_eq!(s.options.decode.claim, Some(0.0));
     let classes =
         ClassList::parse_arg(&segclip::data::synth::class_names()[1..].join(",")).unwrap();
     let out = std::env::temp_dir().join(format!("segclip-default-{}", std::process::id()));
