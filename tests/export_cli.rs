@@ -92,20 +92,27 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     segclip::vit::weights::save_safetensors(&sd.tensors, None, &plain).unwrap();
     let p = |name: &str| -> PathBuf { dir.join(name) };
     let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let export_args = |from: &PathBuf, to: &PathBuf, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["export", "--weights", &s(from), "--out", &s(to)]
+            .map(String::from)
+            .into();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let export = |from: &PathBuf, to: &PathBuf, extra: &[&str]| -> String {
+        let a = export_args(from, to, extra);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let export_fails = |from: &PathBuf, to: &PathBuf, extra: &[&str]| -> (i32, String) {
+        let a = export_args(from, to, extra);
+        segclip(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
 
     // Without metadata: VOC's 0.8.
     assert_eq!(segment_threshold(&dir, &plain, &[]), Some(0.8));
 
     let calibrated = p("calibrated.safetensors");
-    let text = ok(&[
-        "export",
-        "--weights",
-        &s(&plain),
-        "--out",
-        &s(&calibrated),
-        "--bg-thresh",
-        "0.25",
-    ]);
+    let text = export(&plain, &calibrated, &["--bg-thresh", "0.25"]);
     assert!(
         text.contains("calibrated for --bg-thresh 0.25 --bg-score probability"),
         "{text}"
@@ -136,17 +143,11 @@ fn calibrated_background_threshold_travels_with_the_weights() {
 
     // The score travels too: cosine, recorded with its threshold, and overridable.
     let cosine = p("cosine.safetensors");
-    let text = ok(&[
-        "export",
-        "--weights",
-        &s(&plain),
-        "--out",
-        &s(&cosine),
-        "--bg-thresh",
-        "0.5",
-        "--bg-score",
-        "cosine",
-    ]);
+    let text = export(
+        &plain,
+        &cosine,
+        &["--bg-thresh", "0.5", "--bg-score", "cosine"],
+    );
     assert!(
         text.contains("calibrated for --bg-thresh 0.5 --bg-score cosine"),
         "{text}"
@@ -163,27 +164,12 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         segment_background(&dir, &calibrated, &[]),
         (Some(0.25), "probability".to_string())
     );
-    let (code, text) = segclip(&[
-        "export",
-        "--weights",
-        &s(&plain),
-        "--out",
-        &s(&p("nothr.safetensors")),
-        "--bg-score",
-        "cosine",
-    ]);
+    let (code, text) = export_fails(&plain, &p("nothr.safetensors"), &["--bg-score", "cosine"]);
     assert!(code != 0 && text.contains("--bg-thresh"), "{text}");
 
     // A re-export (here to float16) keeps the threshold unless given a new one.
     let again = p("again.safetensors");
-    ok(&[
-        "export",
-        "--weights",
-        &s(&calibrated),
-        "--out",
-        &s(&again),
-        "--half",
-    ]);
+    export(&calibrated, &again, &["--half"]);
     assert_eq!(segment_threshold(&dir, &again, &[]), Some(0.25));
 
     // `eval` keeps the dataset's official value and says what the weights recommend.
@@ -211,15 +197,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     // The refinement the threshold was calibrated with travels too, and a re-export that
     // gives none keeps it.
     let refined = p("refined.safetensors");
-    let text = ok(&[
-        "export",
-        "--weights",
-        &s(&cosine),
-        "--out",
-        &s(&refined),
-        "--refine",
-        "10",
-    ]);
+    let text = export(&cosine, &refined, &["--refine", "10"]);
     assert!(
         text.contains("calibrated for --bg-thresh 0.5 --bg-score cosine --refine 10"),
         "{text}"
@@ -228,13 +206,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert_eq!(segment_refine(&dir, &refined, &["--refine", "0"]), 0);
     assert_eq!(segment_refine(&dir, &cosine, &[]), 0);
     let refined_again = p("refined-again.safetensors");
-    ok(&[
-        "export",
-        "--weights",
-        &s(&refined),
-        "--out",
-        &s(&refined_again),
-    ]);
+    export(&refined, &refined_again, &[]);
     assert_eq!(segment_refine(&dir, &refined_again, &[]), 10);
     let text = eval(&refined);
     assert!(
@@ -244,15 +216,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
 
     // So does the claim margin; `--no-background` turns it off with the background.
     let claimed = p("claimed.safetensors");
-    let text = ok(&[
-        "export",
-        "--weights",
-        &s(&refined),
-        "--out",
-        &s(&claimed),
-        "--claim-margin",
-        "0.02",
-    ]);
+    let text = export(&refined, &claimed, &["--claim-margin", "0.02"]);
     assert!(text.contains("--refine 10 --claim-margin 0.02"), "{text}");
     let near = |v: Option<f64>| v.map(|m| (m * 1e6).round());
     assert_eq!(near(segment_claim(&dir, &claimed, &[])), Some(20000.0));
@@ -266,27 +230,11 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     assert!(text.contains("--claim-margin 0.02: pass them"), "{text}");
 
     // Bad values are named.
-    let (code, text) = segclip(&[
-        "export",
-        "--weights",
-        &s(&plain),
-        "--out",
-        &s(&p("bad.safetensors")),
-        "--bg-thresh",
-        "1.5",
-    ]);
+    let (code, text) = export_fails(&plain, &p("bad.safetensors"), &["--bg-thresh", "1.5"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("[0, 1]"), "{text}");
     assert!(!p("bad.safetensors").exists());
-    let (code, text) = segclip(&[
-        "export",
-        "--weights",
-        &s(&plain),
-        "--out",
-        &s(&p("bad.safetensors")),
-        "--claim-margin",
-        "1.5",
-    ]);
+    let (code, text) = export_fails(&plain, &p("bad.safetensors"), &["--claim-margin", "1.5"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("--claim-margin 1.5"), "{text}");
     assert!(!p("bad.safetensors").exists());
