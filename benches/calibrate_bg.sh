@@ -9,7 +9,8 @@
 #   bash benches/calibrate_bg.sh WEIGHTS [EVAL OPTIONS]   # after `cargo build --release`; ~4-6 min
 #   then: segclip export --weights WEIGHTS --out W.safetensors --bg-thresh T --bg-score S
 #
-# EVAL OPTIONS go to every `segclip eval` (e.g. `--refine 10`, ~10 min).
+# EVAL OPTIONS go to every `segclip eval` (e.g. `--refine 10`, ~10 min). GRID_PROBABILITY and
+# GRID_COSINE replace the grids (e.g. for `--reencode`, whose evaluations take 3x longer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/segclip
@@ -21,9 +22,9 @@ trap 'rm -rf "$out"' EXIT
 ev() { $bin eval --dataset synth --weights "$w" --out "$out" "${extra[@]}" "$@"; }
 best_s=probability; best_t=0.8; best_v=-1
 for s in probability cosine; do
-  if [ $s = probability ]; then grid="0 0.5 0.7 0.8 0.9 0.95 0.97 0.98 0.99 0.995 0.998 0.999"
+  if [ $s = probability ]; then grid=${GRID_PROBABILITY:-"0 0.5 0.7 0.8 0.9 0.95 0.97 0.98 0.99 0.995 0.998 0.999"}
   # Cosines of a model's regions cluster: fine steps where the optimum lies (session 16).
-  else grid="0.05 0.1 0.15 0.2 0.25 0.3 0.32 0.34 0.36 0.38 0.4 0.42 0.44 0.46 0.48 0.5 0.55 0.6 0.7"; fi
+  else grid=${GRID_COSINE:-"0.05 0.1 0.15 0.2 0.25 0.3 0.32 0.34 0.36 0.38 0.4 0.42 0.44 0.46 0.48 0.5 0.55 0.6 0.7"}; fi
   for t in $grid; do
     v=$(ev --seed 2000 --count 600 --bg-thresh "$t" --bg-score $s | sed -n 's/^mIoU \([0-9.]*\) over.*/\1/p')
     echo "validation (seed 2000, 600 scenes) $s $t: mIoU $v"

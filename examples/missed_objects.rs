@@ -13,29 +13,34 @@
 //! under the threshold, and the best cosine of the background-majority centers.
 //!
 //! ```text
-//! cargo run --release --example missed_objects -- WEIGHTS [COUNT] [SEED] [BG_THRESH] [CLAIM_MARGIN]
+//! cargo run --release --example missed_objects -- WEIGHTS [COUNT] [SEED] [BG_THRESH] [CLAIM_MARGIN] [reencode]
 //! ```
-//! (defaults 600 scenes of seed 2000, the validation scenes; cosine 0.44; no claim; always
-//! with 10 refinement iterations).
+//! (defaults 600 scenes of seed 2000, the validation scenes; cosine 0.44; no claim; no second
+//! views; always with 10 refinement iterations; `-` skips the claim margin).
 
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use segclip::data::synth::{self, Split};
 use segclip::group::zeroshot::resize::normalize_clip;
-use segclip::group::zeroshot::segmenter::run_crops;
+use segclip::group::zeroshot::segmenter::{self, run_crops};
 use segclip::group::zeroshot::{BgScore, ClassList, DecodeOptions, Templates, TextClassifier};
 use segclip::group::SegClip;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let weights = args.first().ok_or_else(|| {
-        anyhow::anyhow!("usage: WEIGHTS [COUNT] [SEED] [BG_THRESH] [CLAIM_MARGIN]")
+        anyhow::anyhow!("usage: WEIGHTS [COUNT] [SEED] [BG_THRESH] [CLAIM_MARGIN] [reencode]")
     })?;
     let count: usize = args.get(1).map_or(Ok(600), |s| s.parse())?;
     let seed: u64 = args.get(2).map_or(Ok(2000), |s| s.parse())?;
     let thr: f32 = args.get(3).map_or(Ok(0.44), |s| s.parse())?;
-    let claim: Option<f32> = args.get(4).map(|s| s.parse()).transpose()?;
+    let claim: Option<f32> = args
+        .get(4)
+        .filter(|s| *s != "-")
+        .map(|s| s.parse())
+        .transpose()?;
+    let reencode = args.get(5).is_some_and(|s| s == "reencode");
     let model = SegClip::load(weights, &Device::Cpu)?;
     let size = model.config().vision.image_size;
     let names = synth::class_names()[1..].to_vec();
@@ -53,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         bg_score: BgScore::Cosine,
         refine: 10,
         claim,
+        reencode,
     };
     // verdict → (objects, pixels)
     let mut verdicts = BTreeMap::<&str, (usize, usize)>::new();
@@ -63,6 +69,9 @@ fn main() -> anyhow::Result<()> {
         let t = Tensor::from_vec(px.clone(), (1, 3, size, size), &Device::Cpu)?;
         let mut dec = run_crops(&model, &t, &text, &opts, None)?.remove(0);
         dec.refine(&px, opts.refine);
+        if reencode {
+            segmenter::reencode(&model, &mut dec, &px, &text, 16)?;
+        }
         let l = dec.centers;
         // Per center: its pixels per true label.
         let mut hist = vec![vec![0usize; k + 1]; l];
@@ -128,7 +137,8 @@ fn main() -> anyhow::Result<()> {
     }
     let objects: usize = verdicts.values().map(|v| v.0).sum();
     println!(
-        "{objects} objects in {count} scenes (seed {seed}), cosine {thr}, claim margin {claim:?}"
+        "{objects} objects in {count} scenes (seed {seed}), cosine {thr}, claim margin {claim:?}, \
+         second views {reencode}"
     );
     for (v, (n, px)) in &verdicts {
         println!(

@@ -56,6 +56,7 @@ struct Summary<'a> {
     background_score: Option<&'static str>,
     refine_iterations: usize,
     claim_margin: Option<f32>,
+    reencode: bool,
     templates: &'static str,
     classes: Vec<ClassShare>,
     timings_ms: serde_json::Value,
@@ -175,6 +176,7 @@ impl Segmenter {
                 .map(|_| self.options.decode.bg_score.name()),
             refine_iterations: self.options.decode.refine,
             claim_margin: self.options.decode.claim,
+            reencode: self.options.decode.reencode,
             templates: match self.templates {
                 Templates::Simple => "simple",
                 Templates::Full => "full",

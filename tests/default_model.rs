@@ -12,11 +12,15 @@ fn embedded_default_segments_a_sample() {
     )
     .unwrap();
     assert_eq!(s.model.config().vision.image_size, 112);
-    // Its file records the decode it was calibrated with (docs/deviations.md items 16–18).
-    assert_eq!(s.options.decode.bg_thresh, Some(0.4));
-    assert_eq!(s.options.decode.bg_score, segclip::group::zeroshot::BgScore::Cosine);
+    // Its file records the decode it was calibrated with (docs/deviations.md items 16–19).
+    assert_eq!(s.options.decode.bg_thresh, Some(0.38));
+    assert_eq!(
+        s.options.decode.bg_score,
+        segclip::group::zeroshot::BgScore::Cosine
+    );
     assert_eq!(s.options.decode.refine, 10);
     assert_eq!(s.options.decode.claim, Some(0.0));
+    assert!(s.options.decode.reencode);
     let classes =
         ClassList::parse_arg(&segclip::data::synth::class_names()[1..].join(",")).unwrap();
     let out = std::env::temp_dir().join(format!("segclip-default-{}", std::process::id()));

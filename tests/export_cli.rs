@@ -229,6 +229,20 @@ fn calibrated_background_threshold_travels_with_the_weights() {
     let text = eval(&claimed);
     assert!(text.contains("--claim-margin 0.02: pass them"), "{text}");
 
+    // And the second views of the regions, on and off.
+    let views = p("views.safetensors");
+    let text = export(&claimed, &views, &["--reencode"]);
+    assert!(text.contains("--claim-margin 0.02 --reencode"), "{text}");
+    let reencode =
+        |w: &PathBuf, extra: &[&str]| segment_summary(&dir, w, extra)["reencode"].as_bool();
+    assert_eq!(reencode(&views, &[]), Some(true));
+    assert_eq!(reencode(&views, &["--reencode", "false"]), Some(false));
+    assert_eq!(reencode(&claimed, &[]), Some(false));
+    assert_eq!(reencode(&claimed, &["--reencode"]), Some(true));
+    let views_off = p("views-off.safetensors");
+    export(&views, &views_off, &["--reencode", "false"]);
+    assert_eq!(reencode(&views_off, &[]), Some(false));
+
     // Bad values are named.
     let (code, text) = export_fails(&plain, &p("bad.safetensors"), &["--bg-thresh", "1.5"]);
     assert_eq!(code, 1, "{text}");
@@ -247,6 +261,7 @@ fn calibrated_background_threshold_travels_with_the_weights() {
         (segclip::group::BG_THRESH_KEY, "high"),
         (segclip::group::REFINE_KEY, "-3"),
         (segclip::group::CLAIM_KEY, "wide"),
+        (segclip::group::REENCODE_KEY, "yes"),
     ] {
         let junk = p(&format!("junk-{key}.safetensors"));
         segclip::vit::weights::save_safetensors(

@@ -114,6 +114,10 @@ enum Command {
         /// item 18). Without it, a margin already in the input's metadata is kept.
         #[arg(long)]
         claim_margin: Option<f32>,
+        /// Record that the regions are named from second views too (docs/deviations.md item
+        /// 19): `--reencode` or `--reencode false`. Without it, the input's choice is kept.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        reencode: Option<bool>,
     },
     /// Print the CLIP token ids of a text.
     Tokenize {
@@ -163,6 +167,11 @@ struct SegmentArgs {
     /// Default: the weights' calibrated choice, else off (the official decode).
     #[arg(long, conflicts_with = "no_background")]
     claim_margin: Option<f32>,
+    /// Name each region from its token and from a second view of the crop holding only its
+    /// pixels, one more forward per region (docs/deviations.md item 19): `--reencode` or
+    /// `--reencode false`. Default: the weights' calibrated choice, else off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    reencode: Option<bool>,
     /// Prompt templates: `simple` ("a photo of a {}."), `full` (CLIP's 80) or `identity` ("{}").
     #[arg(long, default_value = "simple", value_parser = ["simple", "full", "identity"])]
     templates: String,
@@ -415,6 +424,10 @@ struct EvalArgs {
     /// its class is more than this under the crop's best region's for it; without it, off.
     #[arg(long)]
     claim_margin: Option<f32>,
+    /// Name each region from its token and from a second view of the crop holding only its
+    /// pixels (docs/deviations.md item 19); without it, the official decode.
+    #[arg(long)]
+    reencode: bool,
     /// Folder for eval.json and eval.csv.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -438,6 +451,7 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         crop: a.crop,
         refine: a.refine.unwrap_or(0),
         claim_margin: a.claim_margin,
+        reencode: a.reencode,
     };
     let bar = indicatif::ProgressBar::new(0);
     let report = spec.run(&model, &mut |i, n| {
@@ -478,20 +492,22 @@ fn run_eval(a: EvalArgs, device: &candle_core::Device) -> Result<()> {
         );
     }
     segclip::out!(
-        "background threshold {} on {}{}{}",
+        "background threshold {} on {}{}{}{}",
         report.bg_thresh,
         a.bg_score,
         a.refine
             .filter(|&r| r > 0)
             .map_or(String::new(), |r| format!(", {r} refinement iterations")),
         a.claim_margin
-            .map_or(String::new(), |m| format!(", claim margin {m}"))
+            .map_or(String::new(), |m| format!(", claim margin {m}")),
+        if a.reencode { ", second views" } else { "" }
     );
     let used = segclip::group::Calibration {
         bg_thresh: Some(report.bg_thresh),
         bg_score: a.bg_score.parse().map_err(anyhow::Error::msg)?,
         refine: a.refine.unwrap_or(0),
         claim: a.claim_margin,
+        reencode: a.reencode,
     };
     let recorded = model.calibration;
     if recorded != segclip::group::Calibration::default() && recorded.options() != used.options() {
@@ -554,6 +570,7 @@ fn run_segment(a: SegmentArgs, device: &candle_core::Device) -> Result<()> {
         );
         seg.options.decode.claim = Some(m);
     }
+    seg.options.decode.reencode = a.reencode.unwrap_or(seg.options.decode.reencode);
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} crops ({elapsed})")
             .unwrap()
@@ -650,6 +667,7 @@ fn run(cli: Cli) -> Result<()> {
             bg_score,
             refine,
             claim_margin,
+            reencode,
         } => {
             for (flag, v) in [("--bg-thresh", bg_thresh), ("--claim-margin", claim_margin)] {
                 if let Some(t) = v.filter(|t| !(0.0..=1.0).contains(t)) {
@@ -668,6 +686,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             cal.refine = refine.unwrap_or(cal.refine);
             cal.claim = claim_margin.or(cal.claim);
+            cal.reencode = reencode.unwrap_or(cal.reencode);
             let cfg = segclip::group::SegClipConfig::infer(&sd)?;
             let (required, optional) = cfg.keys();
             sd.check(&required, &optional)?;

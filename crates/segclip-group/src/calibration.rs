@@ -1,7 +1,7 @@
 //! What a checkpoint's decode was calibrated with, carried in its safetensors metadata
 //! (`segclip export`): the background threshold and what it is compared with
-//! (`docs/deviations.md` item 16), the refinement iterations (item 17) and the claim margin
-//! (item 18). Files without these keys — the official `segclip.bin`, every training
+//! (`docs/deviations.md` item 16), the refinement iterations (item 17), the claim margin
+//! (item 18) and the second views of the regions (item 19). Files without these keys — the official `segclip.bin`, every training
 //! checkpoint — decode as the official code does.
 //!
 //! `cargo run --release -- export --weights W --out calibrated.safetensors --bg-thresh 0.38
@@ -22,6 +22,8 @@ pub const BG_SCORE_KEY: &str = "segclip.bg_score";
 pub const REFINE_KEY: &str = "segclip.refine";
 /// The metadata key of the claim margin the threshold was calibrated with.
 pub const CLAIM_KEY: &str = "segclip.claim_margin";
+/// The metadata key of whether the regions are named from second views (`true`).
+pub const REENCODE_KEY: &str = "segclip.reencode";
 
 /// A checkpoint's recorded decode settings.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -34,6 +36,9 @@ pub struct Calibration {
     pub refine: usize,
     /// The claim margin (`None`, the official decode, when absent).
     pub claim: Option<f32>,
+    /// Whether the regions are named from second views (false, the official decode, when
+    /// absent).
+    pub reencode: bool,
 }
 
 impl Calibration {
@@ -68,11 +73,18 @@ impl Calibration {
                 .map_err(|_| bad(REFINE_KEY, v, "a count of iterations"))?,
             None => 0,
         };
+        let reencode = match get(REENCODE_KEY) {
+            Some(v) => v
+                .parse::<bool>()
+                .map_err(|_| bad(REENCODE_KEY, v, "`true` or `false`"))?,
+            None => false,
+        };
         Ok(Self {
             bg_thresh: unit(BG_THRESH_KEY, "a number in [0, 1]")?,
             bg_score,
             refine,
             claim: unit(CLAIM_KEY, "a cosine margin in [0, 1]")?,
+            reencode,
         })
     }
 
@@ -89,6 +101,9 @@ impl Calibration {
         if let Some(c) = self.claim {
             m.insert(CLAIM_KEY.into(), c.to_string());
         }
+        if self.reencode {
+            m.insert(REENCODE_KEY.into(), "true".into());
+        }
         m
     }
 
@@ -100,6 +115,7 @@ impl Calibration {
         }
         opts.refine = self.refine;
         opts.claim = self.claim;
+        opts.reencode = self.reencode;
     }
 
     /// The settings as `segclip segment` / `eval` options, for messages.
@@ -116,6 +132,9 @@ impl Calibration {
         }
         if let Some(c) = self.claim {
             s.push(format!("--claim-margin {c}"));
+        }
+        if self.reencode {
+            s.push("--reencode".into());
         }
         s.join(" ")
     }
@@ -144,13 +163,14 @@ mod tests {
             bg_score: BgScore::Cosine,
             refine: 10,
             claim: Some(0.0),
+            reencode: true,
         };
         let m = c.to_metadata();
         let pairs: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(Calibration::from_metadata(&sd(&pairs)).unwrap(), c);
         assert_eq!(
             c.options(),
-            "--bg-thresh 0.38 --bg-score cosine --refine 10 --claim-margin 0"
+            "--bg-thresh 0.38 --bg-score cosine --refine 10 --claim-margin 0 --reencode"
         );
         // Nothing recorded: the official decode, and no metadata.
         let none = Calibration::from_metadata(&sd(&[])).unwrap();
@@ -161,8 +181,14 @@ mod tests {
         assert_eq!(opts, DecodeOptions::default());
         c.apply(&mut opts);
         assert_eq!(
-            (opts.bg_thresh, opts.bg_score, opts.refine, opts.claim),
-            (Some(0.38), BgScore::Cosine, 10, Some(0.0))
+            (
+                opts.bg_thresh,
+                opts.bg_score,
+                opts.refine,
+                opts.claim,
+                opts.reencode
+            ),
+            (Some(0.38), BgScore::Cosine, 10, Some(0.0), true)
         );
     }
 
@@ -174,6 +200,7 @@ mod tests {
             (BG_SCORE_KEY, "logit"),
             (REFINE_KEY, "-3"),
             (CLAIM_KEY, "wide"),
+            (REENCODE_KEY, "yes"),
         ] {
             let e = Calibration::from_metadata(&sd(&[(k, v)]))
                 .unwrap_err()

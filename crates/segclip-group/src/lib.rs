@@ -28,7 +28,9 @@ pub mod masked;
 pub mod model;
 pub mod zeroshot;
 
-pub use calibration::{Calibration, BG_SCORE_KEY, BG_THRESH_KEY, CLAIM_KEY, REFINE_KEY};
+pub use calibration::{
+    Calibration, BG_SCORE_KEY, BG_THRESH_KEY, CLAIM_KEY, REENCODE_KEY, REFINE_KEY,
+};
 pub use config::{DecoderConfig, GroupConfig, SegClipConfig};
 pub use error::{Error, Result};
 pub use group::{GroupOutput, SemanticGroup};

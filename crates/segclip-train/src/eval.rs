@@ -236,6 +236,8 @@ pub struct EvalSpec {
     pub refine: usize,
     /// Claim margin (`docs/deviations.md` item 18; `None`: off, the official decode).
     pub claim_margin: Option<f32>,
+    /// Name the regions from second views too (`docs/deviations.md` item 19; false: official).
+    pub reencode: bool,
 }
 
 impl Default for EvalSpec {
@@ -256,6 +258,7 @@ impl Default for EvalSpec {
             crop: None,
             refine: 0,
             claim_margin: None,
+            reencode: false,
         }
     }
 }
@@ -380,6 +383,7 @@ impl EvalSpec {
         opts.decode.topk = self.topk;
         opts.decode.refine = self.refine;
         opts.decode.claim = self.claim_margin;
+        opts.decode.reencode = self.reencode;
         opts.decode.bg_score = self
             .bg_score
             .parse()

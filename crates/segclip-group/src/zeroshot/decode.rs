@@ -70,6 +70,9 @@ pub struct DecodeOptions {
     /// Claim margin: a center is background when its cosine to its class is more than this
     /// under the crop's best center's cosine to that class (`None`: off, the official decode).
     pub claim: Option<f32>,
+    /// Name each region from the mean of its token's cosines and those of a second view of the
+    /// crop holding only its pixels ([`CropDecode::reencode`]; false: the official decode).
+    pub reencode: bool,
 }
 
 impl Default for DecodeOptions {
@@ -80,6 +83,7 @@ impl Default for DecodeOptions {
             bg_score: BgScore::Probability,
             refine: 0,
             claim: None,
+            reencode: false,
         }
     }
 }
@@ -100,6 +104,9 @@ pub struct CropDecode {
     pub image_probs: Vec<f32>,
     /// The top-k classes, best first.
     pub topk: Vec<usize>,
+    /// The logit scale s, and the options the crop is decoded with.
+    pub scale: f32,
+    pub opts: DecodeOptions,
     /// Final center-to-class scores (L, K), zero outside the top-k.
     pub f: Vec<f32>,
     /// The threshold used (`None` without background).
@@ -178,74 +185,134 @@ pub fn decode_crop(
     let mut order: Vec<usize> = (0..k).collect();
     order.sort_by(|&a, &b| image_probs[b].total_cmp(&image_probs[a]).then(a.cmp(&b)));
     let topk: Vec<usize> = order[..opts.topk.min(k).max(1)].to_vec();
-    let mut f = vec![0f32; l * k];
-    for c in 0..l {
-        let row = &g[c * k..(c + 1) * k];
-        let pre = softmax(row);
-        let masked: Vec<f32> = (0..k)
-            .map(|j| {
-                if topk.contains(&j) {
-                    row[j]
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-            .collect();
-        let post = softmax(&masked);
-        for j in 0..k {
-            f[c * k + j] = post[j] * pre[j];
-        }
-    }
-    let max = |v: &mut dyn Iterator<Item = f32>| v.fold(f32::NEG_INFINITY, f32::max);
-    // Each center's class: its best kept one (the argmax of F's row).
-    let class: Vec<usize> = (0..l)
-        .map(|c| {
-            topk.iter()
-                .copied()
-                .reduce(|a, b| if g[c * k + b] > g[c * k + a] { b } else { a })
-                .unwrap_or(0)
-        })
-        .collect();
-    let score: Vec<f32> = (0..l)
-        .map(|c| match opts.bg_score {
-            BgScore::Probability => max(&mut f[c * k..(c + 1) * k].iter().cloned()),
-            BgScore::Cosine => g[c * k + class[c]] / scale,
-        })
-        .collect();
-    // The best center is never background.
-    let best = max(&mut score.iter().cloned());
-    let thr = opts.bg_thresh.map(|t| t.min(best));
-    let center_is_bg = (0..l)
-        .map(|c| {
-            let j = class[c];
-            let claimed = opts.claim.is_none_or(|m| {
-                g[c * k + j] / scale >= max(&mut (0..l).map(|o| g[o * k + j] / scale)) - m
-            });
-            thr.is_some_and(|t| score[c] < t || (!claimed && score[c] < best))
-        })
-        .collect();
-    CropDecode {
+    let mut d = CropDecode {
         centers: l,
         classes: k,
         size,
+        scale,
+        opts: *opts,
         amap,
         group,
         g,
         image_probs,
         topk,
-        f,
-        thr,
-        center_is_bg,
-    }
+        f: Vec::new(),
+        thr: None,
+        center_is_bg: Vec::new(),
+    };
+    d.decide();
+    d
 }
 
 impl CropDecode {
+    /// F from G and the top-k, then each center's class and the background decision.
+    fn decide(&mut self) {
+        let (l, k, g, topk) = (self.centers, self.classes, &self.g, &self.topk);
+        let opts = &self.opts;
+        let mut f = vec![0f32; l * k];
+        for c in 0..l {
+            let row = &g[c * k..(c + 1) * k];
+            let pre = softmax(row);
+            let masked: Vec<f32> = (0..k)
+                .map(|j| {
+                    if topk.contains(&j) {
+                        row[j]
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect();
+            let post = softmax(&masked);
+            for j in 0..k {
+                f[c * k + j] = post[j] * pre[j];
+            }
+        }
+        let max = |v: &mut dyn Iterator<Item = f32>| v.fold(f32::NEG_INFINITY, f32::max);
+        // Each center's class: its best kept one (the argmax of F's row).
+        let class: Vec<usize> = (0..l)
+            .map(|c| {
+                topk.iter()
+                    .copied()
+                    .reduce(|a, b| if g[c * k + b] > g[c * k + a] { b } else { a })
+                    .unwrap_or(0)
+            })
+            .collect();
+        let score: Vec<f32> = (0..l)
+            .map(|c| match opts.bg_score {
+                BgScore::Probability => max(&mut f[c * k..(c + 1) * k].iter().cloned()),
+                BgScore::Cosine => g[c * k + class[c]] / self.scale,
+            })
+            .collect();
+        // The best center is never background.
+        let thr = opts
+            .bg_thresh
+            .map(|t| t.min(max(&mut score.iter().cloned())));
+        // A class is claimed among the centers that hold pixels; the best of those stays.
+        let mut held = vec![false; l];
+        for &c in &self.group {
+            held[c as usize] = true;
+        }
+        let held_max = |v: &dyn Fn(usize) -> f32| max(&mut (0..l).filter(|&o| held[o]).map(v));
+        let best_held = held_max(&|o| score[o]);
+        self.center_is_bg = (0..l)
+            .map(|c| {
+                let j = class[c];
+                let claimed = opts
+                    .claim
+                    .is_none_or(|m| g[c * k + j] >= held_max(&|o| g[o * k + j]) - m * self.scale);
+                thr.is_some_and(|t| score[c] < t || (!claimed && score[c] < best_held))
+            })
+            .collect();
+        self.f = f;
+        self.thr = thr;
+    }
+
     /// Move the assignment map along the edges of the crop's `image` (3, h, w), planar, by
-    /// `iters` steps of [`refine`](super::refine::refine), and reassign the pixels.
+    /// `iters` steps of [`refine`](super::refine::refine), reassign the pixels and decide again.
     pub fn refine(&mut self, image: &[f32], iters: usize) {
         let (h, w) = self.size;
         super::refine::refine(&mut self.amap, self.centers, image, (3, h, w), iters);
         self.group = argmax_centers(&self.amap, self.centers);
+        self.decide();
+    }
+
+    /// The centers that hold pixels, and for each a copy of the crop's normalised `image`
+    /// (3, h, w), planar, with every pixel outside that center set to 0 (the CLIP mean
+    /// colour): the views [`Self::reencode`] takes the embeddings of.
+    pub fn region_views(&self, image: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        let n = self.size.0 * self.size.1;
+        let mut held: Vec<usize> = self.group.iter().map(|&c| c as usize).collect();
+        held.sort_unstable();
+        held.dedup();
+        let mut views = vec![0f32; held.len() * 3 * n];
+        for (v, &c) in held.iter().enumerate() {
+            for ch in 0..3 {
+                let dst = &mut views[(v * 3 + ch) * n..(v * 3 + ch + 1) * n];
+                for (p, x) in dst.iter_mut().enumerate() {
+                    if self.group[p] as usize == c {
+                        *x = image[ch * n + p];
+                    }
+                }
+            }
+        }
+        (held, views)
+    }
+
+    /// Second views of the regions (`docs/deviations.md` item 19): `centers` and the image
+    /// embeddings (one row of `d` per center, not normalised) of their [`Self::region_views`];
+    /// each such center's cosines become the mean of its region token's and its view's, and
+    /// the classes and the background are decided again.
+    pub fn reencode(&mut self, centers: &[usize], view_emb: &[f32], text: &[f32]) {
+        let k = self.classes;
+        let d = text.len() / k.max(1);
+        for (&c, e) in centers.iter().zip(view_emb.chunks(d)) {
+            let e = normalized(e);
+            for (j, t) in text.chunks(d).enumerate() {
+                let g = &mut self.g[c * k + j];
+                *g = 0.5 * (*g + self.scale * dot(&e, t));
+            }
+        }
+        self.decide();
     }
 
     /// Score of channel `ch` (0 = background, 1 + k = class k) at pixel index `p`.
@@ -342,6 +409,7 @@ mod tests {
                 bg_score,
                 refine: 0,
                 claim: None,
+                reencode: false,
             };
             decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts)
         };
@@ -362,6 +430,7 @@ mod tests {
             bg_score: BgScore::Cosine,
             refine: 0,
             claim: None,
+            reencode: false,
         };
         let c = decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts);
         assert_eq!(c.center_is_bg, vec![true, false, true]);
@@ -387,6 +456,7 @@ mod tests {
                 bg_score: BgScore::Cosine,
                 refine: 0,
                 claim,
+                reencode: false,
             };
             decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts)
         };
@@ -422,8 +492,73 @@ mod tests {
             bg_score: BgScore::Probability,
             refine: 0,
             claim: Some(0.0),
+            reencode: false,
         };
         let d = decode_crop(&soft, (1, 3), &region, &image, &text, 10.0, (1, 3), &opts);
         assert_eq!(d.center_is_bg, vec![true, false, true]);
+    }
+
+    #[test]
+    fn second_views_average_the_cosines_and_decide_again() {
+        // Two centers on a 1x2 grid; classes A = e0, B = e1; each region token carries both
+        // (a scene's content), center 0 leaning to A, center 1 to B.
+        let soft = [0.9, 0.1, 0.1, 0.9];
+        let text = [1.0, 0.0, 0.0, 1.0];
+        let region = [0.8, 0.6, 0.6, 0.8];
+        let image = [1.0, 1.0];
+        let opts = DecodeOptions {
+            topk: 2,
+            bg_thresh: Some(0.3),
+            bg_score: BgScore::Cosine,
+            refine: 0,
+            claim: Some(0.0),
+            reencode: true,
+        };
+        let mut d = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 2), &opts);
+        // Center 0: A 0.8, B 0.6; center 1: A 0.6, B 0.8 → each its own class, both kept.
+        assert_eq!(d.center_is_bg, vec![false, false]);
+        // The views: each center's pixel kept, the other zeroed.
+        let px = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // (3, 1, 2)
+        let (centers, views) = d.region_views(&px);
+        assert_eq!(centers, vec![0, 1]);
+        assert_eq!(
+            views,
+            vec![1.0, 0.0, 3.0, 0.0, 5.0, 0.0, 0.0, 2.0, 0.0, 4.0, 0.0, 6.0]
+        );
+        // Center 1's view holds A alone (cosine 1 to A, 0 to B): its cosines become
+        // (0.6 + 1) / 2 = 0.8 to A and (0.8 + 0) / 2 = 0.4 to B, so its class is A, where
+        // center 0 (view: B alone → A 0.4, B 0.8 → class B at 0.8) no longer competes.
+        d.reencode(&centers, &[0.0, 3.0, 2.0, 0.0], &text);
+        let cos = |c: usize, j: usize| d.g[c * 2 + j] / d.scale;
+        assert!((cos(0, 0) - 0.4).abs() < 1e-6 && (cos(0, 1) - 0.8).abs() < 1e-6);
+        assert!((cos(1, 0) - 0.8).abs() < 1e-6 && (cos(1, 1) - 0.4).abs() < 1e-6);
+        assert_eq!(d.center_is_bg, vec![false, false]);
+        assert!(d.f[1] > d.f[0] && d.f[2] > d.f[3]);
+        // Had center 0's view shown A as well, A would be claimed by center 0 (0.9 > 0.8) and
+        // center 1 would go to the background.
+        let mut d = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 2), &opts);
+        d.reencode(&centers, &[1.0, 0.0, 2.0, 0.0], &text);
+        assert_eq!(d.center_is_bg, vec![false, true]);
+    }
+
+    #[test]
+    fn a_center_without_pixels_claims_nothing() {
+        // Three centers, but the assignment gives every pixel to centers 0 and 1; center 2
+        // matches A best of all, and must not take A from center 0.
+        let soft = [0.8, 0.1, 0.1, 0.8, 0.1, 0.1];
+        let text = [1.0, 0.0, 0.0, 1.0];
+        let region = [0.9, 0.1, 0.1, 0.9, 1.0, 0.0];
+        let image = [1.0, 0.0];
+        let opts = DecodeOptions {
+            topk: 2,
+            bg_thresh: Some(0.3),
+            bg_score: BgScore::Cosine,
+            refine: 0,
+            claim: Some(0.0),
+            reencode: false,
+        };
+        let d = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 2), &opts);
+        assert_eq!(d.group, vec![0, 1]);
+        assert_eq!(&d.center_is_bg[..2], &[false, false]);
     }
 }

@@ -173,6 +173,33 @@ pub fn run_crops(
         .collect())
 }
 
+/// Name the regions of a decoded crop again from views of the crop holding one region each
+/// (`docs/deviations.md` item 19): `image` is the crop (3, h, w), normalised and planar.
+pub fn reencode(
+    model: &SegClip,
+    dec: &mut CropDecode,
+    image: &[f32],
+    text: &[f32],
+    max_batch: usize,
+) -> Result<()> {
+    let (h, w) = dec.size;
+    let (centers, views) = dec.region_views(image);
+    let device = model.device();
+    let mut emb = Vec::with_capacity(centers.len() * text.len() / dec.classes.max(1));
+    for chunk in views.chunks(max_batch.max(1) * 3 * h * w) {
+        let v = Tensor::from_slice(chunk, (chunk.len() / (3 * h * w), 3, h, w), device)?;
+        let out = model.visual.forward(&v, None, None)?;
+        emb.extend(
+            out.image_emb
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    dec.reencode(&centers, &emb, text);
+    Ok(())
+}
+
 /// Segment `image` into the classes whose normalised embeddings are `text` (K, D).
 /// `progress(done, total)` is called after each batch of crops.
 pub fn segment(
@@ -237,10 +264,15 @@ pub fn segment(
             )?;
             timings.visual_ms += t1.elapsed().as_secs_f64() * 1e3;
             let t2 = Instant::now();
-            if opts.decode.refine > 0 {
+            if opts.decode.refine > 0 || opts.decode.reencode {
                 let px: Vec<f32> = batch.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 for (dec, img) in decoded.iter_mut().zip(px.chunks(px.len() / chunk.len())) {
-                    dec.refine(img, opts.decode.refine);
+                    if opts.decode.refine > 0 {
+                        dec.refine(img, opts.decode.refine);
+                    }
+                    if opts.decode.reencode {
+                        reencode(model, dec, img, &text_v, opts.max_batch)?;
+                    }
                 }
             }
             for (&(y, x, ch, cw), dec) in chunk.iter().zip(&decoded) {
