@@ -339,6 +339,18 @@ impl CropDecode {
 mod tests {
     use super::*;
 
+    /// Two kept classes, the cosine score at `thr`, the given claim margin.
+    fn cosine_claim(thr: f32, claim: Option<f32>) -> DecodeOptions {
+        DecodeOptions {
+            topk: 2,
+            bg_thresh: Some(thr),
+            bg_score: BgScore::Cosine,
+            refine: 0,
+            claim,
+            reencode: false,
+        }
+    }
+
     #[test]
     fn hand_checked_two_centers_two_classes() {
         // 2 centers on a 1x2 grid: the left patch belongs to center 0, the right to center 1.
@@ -450,14 +462,7 @@ mod tests {
         ];
         let image = [1.0, 1.0, 0.0];
         let run = |claim| {
-            let opts = DecodeOptions {
-                topk: 2,
-                bg_thresh: Some(0.5),
-                bg_score: BgScore::Cosine,
-                refine: 0,
-                claim,
-                reencode: false,
-            };
+            let opts = cosine_claim(0.5, claim);
             decode_crop(&soft, (1, 3), &region, &image, &text, 100.0, (1, 3), &opts)
         };
         // Without a claim every center clears the threshold.
@@ -507,12 +512,8 @@ mod tests {
         let region = [0.8, 0.6, 0.6, 0.8];
         let image = [1.0, 1.0];
         let opts = DecodeOptions {
-            topk: 2,
-            bg_thresh: Some(0.3),
-            bg_score: BgScore::Cosine,
-            refine: 0,
-            claim: Some(0.0),
             reencode: true,
+            ..cosine_claim(0.3, Some(0.0))
         };
         let mut d = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 2), &opts);
         // Center 0: A 0.8, B 0.6; center 1: A 0.6, B 0.8 → each its own class, both kept.
@@ -549,14 +550,7 @@ mod tests {
         let text = [1.0, 0.0, 0.0, 1.0];
         let region = [0.9, 0.1, 0.1, 0.9, 1.0, 0.0];
         let image = [1.0, 0.0];
-        let opts = DecodeOptions {
-            topk: 2,
-            bg_thresh: Some(0.3),
-            bg_score: BgScore::Cosine,
-            refine: 0,
-            claim: Some(0.0),
-            reencode: false,
-        };
+        let opts = cosine_claim(0.3, Some(0.0));
         let d = decode_crop(&soft, (1, 2), &region, &image, &text, 10.0, (1, 2), &opts);
         assert_eq!(d.group, vec![0, 1]);
         assert_eq!(&d.center_is_bg[..2], &[false, false]);
