@@ -240,6 +240,16 @@ mod tests {
         assert_eq!(c.train.batch, 8);
         assert_eq!(c.optim.lr, 4e-3);
         assert_eq!(c.superpixels.min_size, 224);
+        // The eval hook takes the decode options `segclip eval` does.
+        let c = TrainConfig::from_toml(
+            "[data]\nformat = \"jsonl\"\npath = \"x\"\n[eval]\nevery = 5\nrefine = 10\n\
+             claim_margin = 0.0\nreencode = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.eval.refine, c.eval.claim_margin, c.eval.reencode),
+            (10, Some(0.0), true)
+        );
         for (text, needle) in [
             ("[data]\nformat = \"csv\"\npath = \"x\"\n", "data.format"),
             ("[data]\nformat = \"coco\"\npath = \"x\"\n", "data.images"),
