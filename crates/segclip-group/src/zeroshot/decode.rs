@@ -18,8 +18,10 @@
 //!
 //! With a claim margin `m` (ours, `docs/deviations.md` item 18) a center whose best kept class
 //! is `j` is also background when its cosine to `j` is more than `m` under the highest cosine to
-//! `j` of any center of the crop: each class is held by the regions that match it best, and the
-//! weaker copies of it that the other regions carry are background.
+//! `j` of any center of the crop that holds pixels: each class is held by the regions that match
+//! it best, and the weaker copies of it that the other regions carry are background. With
+//! second views (`reencode`, item 19) the cosines are the mean of the region token's and those
+//! of a copy of the crop that holds only the region's pixels.
 
 use super::resize::bilinear_chw;
 
