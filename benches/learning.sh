@@ -13,8 +13,8 @@
 #
 # Each run is one epoch over the first 6400 scenes (400 steps of 16, lr 5e-4), 4-7 minutes on
 # 2 cores; the same 200 fresh test scenes evaluate all of them, with the official decode
-# (probability 0.8) and again with the refinement and the claim margin on (docs/deviations.md
-# items 17-18; the embedded default's decode, at the official threshold).
+# (probability 0.8) and again with the refinement, the claim margin and the second views on
+# (docs/deviations.md items 17-19; the embedded default's decode, at the official threshold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/segclip
@@ -41,7 +41,7 @@ for v in ${VARIANTS:-con con_kl con_mae all all_mix}; do
   /usr/bin/time -f "$v: %e s, peak RSS %M KB" $bin train --config "$cfg" > /dev/null
   ck=$(ls -d $run/checkpoint-* | tail -1)
   $bin eval --dataset synth --seed 1000 --count 200 --weights "$ck/model.safetensors" --out "$run/eval" | grep -E "^(mIoU|seen)"
-  echo "$v, with --refine 10 --claim-margin 0:"
+  echo "$v, with --refine 10 --claim-margin 0 --reencode:"
   $bin eval --dataset synth --seed 1000 --count 200 --weights "$ck/model.safetensors" --out "$run/eval-claim" \
-      --refine 10 --claim-margin 0 | grep -E '^(mIoU|seen)'
+      --refine 10 --claim-margin 0 --reencode | grep -E '^(mIoU|seen)'
 done
