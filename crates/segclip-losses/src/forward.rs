@@ -215,6 +215,10 @@ impl TrainingModel {
     /// own_k(2k) = |Hard_k ∩ P_2k| > |Hard_k ∩ P_2k+1|, and the other way for 2k + 1
     /// H = layers2(R);   e_2k = head(max_{k: own_k(2k)} H_k),  e_2k+1 likewise
     /// ```
+    ///
+    /// A sample that holds the majority of no region (the partner's patches took every center)
+    /// owns the region where it comes closest ([`own_regions`]), so that its embedding is
+    /// pooled from a region and not from nothing.
     pub fn mixed_embeddings(&self, patches: &Tensor) -> Result<Tensor> {
         let v = &self.model.visual;
         let (b, n, c) = patches.dims3()?;
@@ -227,7 +231,7 @@ impl TrainingModel {
         for blk in &v.layers2 {
             h = blk.forward(&h, None)?;
         }
-        let hard = g.hard;
+        let hard = g.hard.detach();
         let first = hard.narrow(2, 0, n)?.sum(2)?; // (B/2, L)
         let second = hard.narrow(2, n, n)?.sum(2)?;
         let floor = h.ones_like()?.affine(0.0, -1e4)?;
@@ -235,7 +239,14 @@ impl TrainingModel {
             let keep = keep.unsqueeze(2)?.broadcast_as(h.shape())?;
             Ok(keep.where_cond(&h, &floor)?.max_keepdim(1)?) // (B/2, 1, C)
         };
-        let pooled = Tensor::cat(&[pool(first.gt(&second)?)?, pool(second.gt(&first)?)?], 1)?;
+        let diff = (&first - &second)?;
+        let pooled = Tensor::cat(
+            &[
+                pool(own_regions(&diff)?)?,
+                pool(own_regions(&diff.neg()?)?)?,
+            ],
+            1,
+        )?;
         Ok(v.head.forward(&pooled)?.reshape((b, ()))?)
     }
 
@@ -292,5 +303,36 @@ impl TrainingModel {
             total,
             hard: p.hard,
         })
+    }
+}
+
+/// Which regions a sample of a mixed pair owns, from `diff` (B/2, L): its patch count in each
+/// region minus its partner's. A region is its own where it holds more patches (diff > 0); a
+/// sample that holds the majority of none owns the regions where diff is highest, so every
+/// sample owns at least one. Counts are whole numbers, so the threshold is
+/// min(max_k diff_k, 0.5).
+pub fn own_regions(diff: &Tensor) -> Result<Tensor> {
+    let t = diff.max_keepdim(1)?.clamp(f32::MIN, 0.5f32)?;
+    Ok(diff.broadcast_ge(&t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_regions;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn every_sample_of_a_pair_owns_a_region() {
+        let dev = Device::Cpu;
+        // Pair 1: regions held 5:1, 3:3, 0:4. Pair 2: the second sample holds every region.
+        let first = Tensor::new(&[[5f32, 3., 0.], [1., 2., 0.]], &dev).unwrap();
+        let second = Tensor::new(&[[1f32, 3., 4.], [5., 4., 3.]], &dev).unwrap();
+        let diff = (&first - &second).unwrap();
+        let own = |d: &Tensor| own_regions(d).unwrap().to_vec2::<u8>().unwrap();
+        assert_eq!(own(&diff), vec![vec![1, 0, 0], vec![0, 1, 0]]);
+        assert_eq!(
+            own(&diff.neg().unwrap()),
+            vec![vec![0, 0, 1], vec![1, 1, 1]]
+        );
     }
 }

@@ -68,7 +68,8 @@ fn trainer_with(weights: LossWeights) -> Trainer {
     Trainer::new(&tiny(), None, optim, weights, 3, &Device::Cpu).unwrap()
 }
 
-/// A random batch of `b`: pixels, captions of 6 tokens ending in the end token, superpixels.
+/// A random batch of `b` (the same on every run): pixels, captions of 6 tokens ending in the
+/// end token, superpixels.
 fn batch(b: usize) -> Batch {
     let dev = Device::Cpu;
     let mut rng = Rng::new(5);
@@ -83,7 +84,14 @@ fn batch(b: usize) -> Batch {
     let seg: Vec<i64> = (0..b * 16).map(|_| rng.below(0, 3) as i64).collect();
     Batch {
         input_ids: Tensor::from_vec(ids, (b, 8), &dev).unwrap(),
-        pixels: Tensor::randn(0f32, 1., (b, 3, 32, 32), &dev).unwrap(),
+        pixels: Tensor::from_vec(
+            (0..b * 3 * 32 * 32)
+                .map(|_| rng.uniform(-1.7, 1.7) as f32)
+                .collect::<Vec<_>>(),
+            (b, 3, 32, 32),
+            &dev,
+        )
+        .unwrap(),
         image_seg: Tensor::from_vec(seg, (b, 16), &dev).unwrap(),
     }
 }
