@@ -8,7 +8,7 @@
 //! drawn in parallel (rayon); the files are the same for any thread count.
 //!
 //! ```text
-//! cargo run --release --example synth_tensors -- OUT_DIR COUNT SEED [SIZE=112] [CONTEXT=32] [SPLIT=train|pretrain]
+//! cargo run --release --example synth_tensors -- OUT_DIR COUNT SEED [SIZE=112] [CONTEXT=32] [SPLIT=train|pretrain|pretrain-wide]
 //! ```
 
 use std::io::Write;
@@ -32,7 +32,8 @@ fn write_ids(w: &mut impl Write, ids: &[u32]) -> std::io::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: OUT_DIR COUNT SEED [SIZE=112] [CONTEXT=32] [SPLIT=train|pretrain]";
+    let usage =
+        "usage: OUT_DIR COUNT SEED [SIZE=112] [CONTEXT=32] [SPLIT=train|pretrain|pretrain-wide]";
     let arg = |i: usize| args.get(i).ok_or_else(|| anyhow::anyhow!(usage));
     let out = std::path::PathBuf::from(arg(0)?);
     let count: usize = arg(1)?.parse()?;
@@ -42,7 +43,8 @@ fn main() -> anyhow::Result<()> {
     let split = match args.get(5).map(String::as_str) {
         None | Some("train") => Split::Train,
         Some("pretrain") => Split::Pretrain,
-        Some(other) => anyhow::bail!("unknown split {other:?} (train or pretrain); {usage}"),
+        Some("pretrain-wide") => Split::PretrainWide,
+        Some(other) => anyhow::bail!("unknown split {other:?}; {usage}"),
     };
     let tokenizer = Tokenizer::new(context)?;
     std::fs::create_dir_all(&out)?;
@@ -86,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     tokens.flush()?;
     labels.flush()?;
     plain.flush()?;
-    let split = format!("{split:?}").to_lowercase();
+    let split = args.get(5).map_or("train", String::as_str);
     let meta = serde_json::json!({"count": count, "size": size, "context": context, "seed": seed, "split": split});
     std::fs::write(out.join("meta.json"), meta.to_string())?;
     println!("{count} scenes of {size}² px → {}", out.display());

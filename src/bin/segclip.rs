@@ -79,8 +79,8 @@ enum Command {
         seed: u64,
         /// `train` leaves out the held-out colour/shape combinations; `test` draws all;
         /// `pretrain` is `train` with objects also in six colours the benchmark never names
-        /// (the synthetic CLIP's world).
-        #[arg(long, default_value = "train", value_parser = ["train", "test", "pretrain"])]
+        /// (the synthetic CLIP's world); `pretrain-wide` in sixteen.
+        #[arg(long, default_value = "train", value_parser = ["train", "test", "pretrain", "pretrain-wide"])]
         split: String,
         #[arg(long, default_value_t = 112)]
         size: usize,
@@ -726,6 +726,7 @@ fn run(cli: Cli) -> Result<()> {
             let split = match split.as_str() {
                 "test" => synth::Split::Test,
                 "pretrain" => synth::Split::Pretrain,
+                "pretrain-wide" => synth::Split::PretrainWide,
                 _ => synth::Split::Train,
             };
             for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {

@@ -30,16 +30,27 @@ pub const SHAPES: [(&str, &[&str]); 4] = [
     ("ring", &["ring", "hoop"]),
 ];
 
-/// Colours that only the CLIP pretraining split draws ([`Split::Pretrain`]): a wider world than
-/// the benchmark's, as OpenAI's CLIP saw far more colours than any segmentation benchmark names.
-/// They follow [`COLOURS`] in colour indices (5, 6, …).
-pub const EXTRA_COLOURS: [(&str, [u8; 3], &[&str]); 6] = [
+/// Colours that only the CLIP pretraining splits draw: a wider world than the benchmark's, as
+/// OpenAI's CLIP saw far more colours than any segmentation benchmark names. They follow
+/// [`COLOURS`] in colour indices (5, 6, …); [`Split::Pretrain`] draws the first six,
+/// [`Split::PretrainWide`] all of them.
+pub const EXTRA_COLOURS: [(&str, [u8; 3], &[&str]); 16] = [
     ("orange", [240, 135, 30], &["orange"]),
     ("cyan", [40, 205, 205], &["cyan", "turquoise"]),
     ("pink", [245, 140, 190], &["pink"]),
     ("white", [240, 240, 240], &["white"]),
     ("black", [25, 25, 25], &["black"]),
     ("brown", [125, 75, 30], &["brown"]),
+    ("teal", [0, 128, 128], &["teal"]),
+    ("lime", [150, 235, 30], &["lime"]),
+    ("magenta", [230, 30, 200], &["magenta"]),
+    ("maroon", [120, 15, 60], &["maroon"]),
+    ("olive", [130, 140, 20], &["olive"]),
+    ("beige", [225, 205, 160], &["beige"]),
+    ("lavender", [180, 160, 245], &["lavender"]),
+    ("mint", [160, 245, 195], &["mint"]),
+    ("salmon", [250, 120, 105], &["salmon"]),
+    ("indigo", [70, 20, 140], &["indigo"]),
 ];
 
 /// Name, RGB and synonyms of colour index `c` ([`COLOURS`], then [`EXTRA_COLOURS`]).
@@ -62,9 +73,24 @@ pub enum Split {
     /// Any combination, held-out ones included.
     Test,
     /// For pretraining the benchmark's CLIP (`benches/pretrain_synth_clip.py`): as `Train`
-    /// (held-out combinations never appear), with objects also in the [`EXTRA_COLOURS`], whose
-    /// label ids continue past the benchmark's classes (`class_id(5, 0)` = 21, …).
+    /// (held-out combinations never appear), with objects also in the first six
+    /// [`EXTRA_COLOURS`], whose label ids continue past the benchmark's classes
+    /// (`class_id(5, 0)` = 21, …).
     Pretrain,
+    /// As `Pretrain`, with objects in all sixteen [`EXTRA_COLOURS`]: every shape in 21 colours.
+    PretrainWide,
+}
+
+impl Split {
+    /// How many colours the split draws: the first this many of [`COLOURS`] then
+    /// [`EXTRA_COLOURS`].
+    pub fn colours(self) -> usize {
+        match self {
+            Split::Train | Split::Test => COLOURS.len(),
+            Split::Pretrain => COLOURS.len() + 6,
+            Split::PretrainWide => COLOURS.len() + EXTRA_COLOURS.len(),
+        }
+    }
 }
 
 /// One scene.
@@ -82,15 +108,11 @@ pub fn class_names() -> Vec<String> {
     class_names_of(Split::Train)
 }
 
-/// The label names a split's scenes use: [`class_names`], and for [`Split::Pretrain`] the
-/// [`EXTRA_COLOURS`]' combinations after them.
+/// The label names a split's scenes use: [`class_names`], and for the pretraining splits the
+/// combinations of their [`EXTRA_COLOURS`] after them.
 pub fn class_names_of(split: Split) -> Vec<String> {
-    let colours = match split {
-        Split::Pretrain => COLOURS.len() + EXTRA_COLOURS.len(),
-        _ => COLOURS.len(),
-    };
     let mut v = vec!["background".to_string()];
-    for c in 0..colours {
+    for c in 0..split.colours() {
         for (s, _) in SHAPES {
             v.push(format!("{} {s}", colour(c).0));
         }
@@ -162,10 +184,7 @@ pub fn scene(seed: u64, index: u64, size: usize, split: Split) -> Scene {
     let mut labels = vec![0u8; size * size];
     let n = rng.below(1, 4);
     let mut objects: Vec<(usize, usize)> = Vec::new();
-    let colours = match split {
-        Split::Pretrain => COLOURS.len() + EXTRA_COLOURS.len(),
-        _ => COLOURS.len(),
-    };
+    let colours = split.colours();
     while objects.len() < n {
         let (c, s) = (rng.below(0, colours), rng.below(0, SHAPES.len()));
         if (split != Split::Test && HELD_OUT.contains(&(c, s))) || objects.contains(&(c, s)) {
@@ -274,6 +293,18 @@ mod tests {
         assert!(pre
             .iter()
             .all(|s| s.labels.iter().all(|&l| (l as usize) < pre_names.len())));
+        // The wide pretraining split draws every extra colour, the held-out combinations never.
+        let wide: Vec<Scene> = (0..600)
+            .map(|i| scene(3, i, 48, Split::PretrainWide))
+            .collect();
+        assert!(wide
+            .iter()
+            .all(|s| s.objects.iter().all(|o| !HELD_OUT.contains(o))));
+        for c in 0..Split::PretrainWide.colours() {
+            assert!(wide.iter().any(|s| s.objects.iter().any(|o| o.0 == c)));
+        }
+        assert_eq!(class_names_of(Split::PretrainWide).len(), 1 + 21 * 4);
+        assert!(pre.iter().all(|s| s.objects.iter().all(|o| o.0 < 11)));
         // Test scenes do contain held-out combinations.
         assert!((0..200).any(|i| scene(9, i, 48, Split::Test)
             .objects
