@@ -11,7 +11,9 @@ use segclip::group::SegClipConfig;
 fn workdir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("segclip-bad-input-{}", std::process::id()));
+        // Under target/tmp (cargo's folder for integration tests), emptied at each run.
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segclip-bad-input");
+        let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     })

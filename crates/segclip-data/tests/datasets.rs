@@ -7,7 +7,9 @@ use segclip_data::datasets::{CaptionDataset, SuperpixelCache};
 use segclip_data::superpixels::{FelzenszwalbParams, Method};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("segclip-ds-{name}-{}", std::process::id()));
+    // Under target/tmp (cargo's folder for integration tests), emptied at each run.
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("segclip-ds-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

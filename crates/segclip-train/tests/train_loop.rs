@@ -54,8 +54,10 @@ fn tiny() -> SegClipConfig {
 
 /// Eight images: a coloured square on a plain background, captioned by its colour.
 fn dataset(name: &str) -> CaptionDataset {
-    let dir =
-        std::env::temp_dir().join(format!("segclip-train-loop-{name}-{}", std::process::id()));
+    // Under target/tmp (cargo's folder for integration tests), emptied at each run.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("segclip-train-loop-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let colours = [
         ("red", [220u8, 30, 30]),
