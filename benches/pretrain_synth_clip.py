@@ -14,7 +14,9 @@ in images or captions), drawn by our own generator:
 
 It writes OpenAI CLIP key names (`visual.transformer.resblocks.N…`, `token_embedding.weight`, …),
 so `segclip train` with `[model] init = "clip.safetensors"` renames them as spec 3.8 does for
-the real CLIP. The schedule runs on the clock: linear warmup, then cosine to 0 at `--seconds`.
+the real CLIP. The schedule runs on the clock: linear warmup, then cosine to 0 at `--seconds`;
+with `--steps N` it runs N steps and the cosine follows the step count, so a rerun on the same
+machine and thread count repeats the run.
 bf16 autocast on CUDA; the weights are saved in float16 (13 MB; `segclip` upcasts them). The last `--val` scenes are held back and scored
 by image→text top-1 retrieval among them (several scenes can share a caption, so 100 % is out
 of reach). Every `--save-every` seconds the weights so far are saved too, so a run stopped early
@@ -116,6 +118,8 @@ def main():
     ap.add_argument("--config", default="datasets/synth/model.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=330)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="run this many steps, the schedule on steps rather than the clock (reproducible)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.1)
@@ -182,7 +186,7 @@ def main():
     t0 = last_print = last_save = time.time()
     step, seen = 0, 0
     while True:
-        frac = (time.time() - t0) / a.seconds
+        frac = step / a.steps if a.steps else (time.time() - t0) / a.seconds
         if frac >= 1:
             break
         lr = a.lr * min(1.0, (step + 1) / a.warmup) * 0.5 * (1 + math.cos(math.pi * frac))

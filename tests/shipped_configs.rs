@@ -1,5 +1,6 @@
 //! Every training configuration shipped under `datasets/synth/` parses and validates, and its
-//! model configuration loads: a renamed key or a broken file fails here, not an hour into a run.
+//! model configuration loads and its initial weights are in the repository: a renamed key, a broken
+//! file or a CLIP that was never committed fails here, not an hour into a run.
 
 use std::path::Path;
 
@@ -21,6 +22,14 @@ fn shipped_training_configs_parse() {
         if let Some(model) = &cfg.model.config {
             SegClipConfig::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join(model))
                 .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), model.display()));
+        }
+        if let Some(init) = &cfg.model.init {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(init);
+            assert!(
+                file.is_file(),
+                "{}: its init {init} is not in the repository",
+                path.display()
+            );
         }
         seen += 1;
     }
