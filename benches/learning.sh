@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 bin=target/release/segclip
 [ -d data/synth-train ] || $bin synth --out data/synth-train --count 12000 --seed 1
 # The second evaluation: the embedded default's decode steps at the official threshold, or (recipe)
-# at the default's calibrated cosine threshold as well.
+# at a cosine threshold as well (0.38: session 17's default's calibration, which session 20's
+# table used).
 decode="--refine 10 --claim-margin 0 --reencode"
 [ "${1:-}" != recipe ] || decode="--bg-thresh 0.38 --bg-score cosine $decode"
 for v in ${VARIANTS:-con con_kl con_mae all all_mix}; do
